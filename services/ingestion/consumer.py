@@ -1,0 +1,17 @@
+"""Ingestion's event handlers: the terminal events that tell it how its notes' runs ended."""
+
+from __future__ import annotations
+
+from common.messaging import Messaging
+from scribe.events.v1 import events_pb2 as ev
+from services.ingestion.handlers import IngestionHandlers
+
+
+def build_consumer(messaging: Messaging, handlers: IngestionHandlers):
+    return messaging.consumer(
+        {
+            ev.NoteGenerated: handlers.on_run_finished,
+            ev.NoteGenerationFailed: handlers.on_run_finished,
+            ev.TranscriptionFailed: handlers.on_run_finished,
+        }
+    )

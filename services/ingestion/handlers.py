@@ -1,0 +1,275 @@
+"""Ingestion's logic, called by the gRPC servicer, the event consumer and the re-drive loop.
+
+An upload is staged to a file, size-limited and decode-checked; only then is the blob moved into
+the store and the note row committed together with its ``AudioIngested`` outbox row. A failure at
+any step leaves no blob, no row and no event. Notes whose run has no terminal event past its
+deadline are re-driven (the event published again), so even a broker that lost its data cannot
+leave a note stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.blobstore import BlobStore
+from common.db import utcnow
+from common.events import DecodedEvent, timestamp
+from common.grpc_errors import ServiceError
+from common.logs import log_context
+from common.outbox import Outbox
+from scribe.events.v1 import events_pb2 as ev
+from scribe.ingestion.v1 import ingestion_pb2 as pb
+from scribe.types.v1 import types_pb2 as types
+from services.ingestion.audio import ACCEPTED_FORMATS, NotAudio, probe_audio
+from services.ingestion.config import IngestionSettings
+from services.ingestion.models import UploadRow
+
+log = logging.getLogger(__name__)
+
+STATUS_TO_PROTO = {
+    "pending": types.NOTE_STATUS_PENDING,
+    "processing": types.NOTE_STATUS_PROCESSING,
+    "completed": types.NOTE_STATUS_COMPLETED,
+    "failed": types.NOTE_STATUS_FAILED,
+}
+MAX_TEXT = 255
+
+
+def _invalid_audio(message: str, received: str) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_AUDIO_FORMAT",
+        message,
+        {"expected": ACCEPTED_FORMATS, "received": received or "unknown"},
+    )
+
+
+class IngestionHandlers:
+    def __init__(
+        self,
+        settings: IngestionSettings,
+        session_maker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        blobs: BlobStore,
+    ) -> None:
+        self.settings = settings
+        self.session_maker = session_maker
+        self.outbox = outbox
+        self.blobs = blobs
+
+    # -- upload -----------------------------------------------------------------------------
+
+    async def upload(self, metadata: pb.UploadMetadata, chunks: AsyncIterator[bytes]) -> pb.Upload:
+        """Store a new note's audio and announce it; all or nothing."""
+        self._validate_metadata(metadata)
+        staged = Path(tempfile.mkstemp(prefix="upload-", dir=self.blobs.staging_dir())[1])
+        blob_key: str | None = None
+        try:
+            size, sha256 = await self._stage(chunks, staged)
+            if size == 0:
+                raise _invalid_audio("The audio file is empty", metadata.content_type)
+            try:
+                probe = await asyncio.to_thread(probe_audio, staged)
+            except NotAudio as exc:
+                raise _invalid_audio(f"Invalid audio format: {exc}", metadata.content_type) from None
+            if probe.duration_ms > self.settings.max_duration_s * 1000:
+                raise ServiceError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "AUDIO_TOO_LONG",
+                    f"The recording is longer than {int(self.settings.max_duration_s)} seconds",
+                    {"max_duration_s": self.settings.max_duration_s, "duration_s": probe.duration_ms / 1000},
+                )
+            now = utcnow()
+            note_id = str(uuid.uuid4())
+            row = UploadRow(
+                note_id=note_id,
+                tenant_id=metadata.tenant_id,
+                name=metadata.note.name,
+                gender=metadata.note.gender,
+                external_id=metadata.note.external_id,
+                metadata_items=[{"key": m.key, "value": m.value} for m in metadata.note.metadata],
+                language_hint=metadata.note.language_hint,
+                blob_key=f"{metadata.tenant_id}/{note_id}/audio.{probe.extension}",
+                content_type=probe.mime_type,
+                filename=metadata.filename[:MAX_TEXT],
+                size_bytes=size,
+                duration_ms=probe.duration_ms,
+                sha256=sha256,
+                created_at=now,
+                status="pending",
+                run_id=str(uuid.uuid4()),
+                attempt=1,
+                run_requested_at=now,
+                last_driven_at=now,
+                drive_count=1,
+            )
+            with log_context(note_id=note_id, tenant_id=metadata.tenant_id, run_id=row.run_id):
+                blob_key = row.blob_key
+                await self.blobs.put_file(blob_key, staged)
+                async with self.session_maker() as session, session.begin():
+                    session.add(row)
+                    await self.outbox.enqueue(
+                        session, self._audio_ingested(row), tenant_id=row.tenant_id, note_id=row.note_id
+                    )
+                log.info("audio ingested", extra={"size_bytes": size, "duration_ms": probe.duration_ms})
+            blob_key = None  # committed: the blob now belongs to the note
+            return self._to_proto(row)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                staged.unlink()
+            if blob_key is not None:
+                await self.blobs.delete(blob_key)
+
+    def _validate_metadata(self, metadata: pb.UploadMetadata) -> None:
+        if not metadata.tenant_id:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "tenant_id is required")
+        fields = {"name": metadata.note.name, "gender": metadata.note.gender, "external_id": metadata.note.external_id}
+        for field, value in fields.items():
+            if len(value) > MAX_TEXT:
+                raise ServiceError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "VALIDATION_ERROR",
+                    f"{field} is longer than {MAX_TEXT} characters",
+                    {"field": field},
+                )
+        if len(metadata.note.metadata) > 100:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "metadata has over 100 items")
+
+    async def _stage(self, chunks: AsyncIterator[bytes], staged: Path) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        size = 0
+        limit = self.settings.max_upload_bytes
+        with open(staged, "wb") as handle:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "PAYLOAD_TOO_LARGE",
+                        f"The audio file is larger than {limit} bytes",
+                        {"max_bytes": limit},
+                    )
+                digest.update(chunk)
+                await asyncio.to_thread(handle.write, chunk)
+        return size, digest.hexdigest()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_upload(self, tenant_id: str, note_id: str) -> pb.Upload:
+        async with self.session_maker() as session:
+            row = await session.get(UploadRow, note_id)
+        if row is None:
+            raise ServiceError(grpc.StatusCode.NOT_FOUND, "NOTE_NOT_FOUND", "Note not found")
+        if row.tenant_id != tenant_id:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED, "NOTE_ACCESS_DENIED", "Note does not belong to current tenant"
+            )
+        return self._to_proto(row)
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def on_run_finished(self, session: AsyncSession, event: DecodedEvent) -> None:
+        """A terminal event (note generated, or transcription / generation failed) ends its run."""
+        payload = event.payload
+        row = await session.get(UploadRow, event.envelope.note_id)
+        if row is None or payload.run.run_id != row.run_id:
+            return  # a run that a later retry superseded
+        row.status = "completed" if isinstance(payload, ev.NoteGenerated) else "failed"
+
+    # -- re-drive ---------------------------------------------------------------------------
+
+    async def redrive_once(self) -> int:
+        """Publish again the runs that have been open past their deadline; return how many."""
+        now = utcnow()
+        base = dt.timedelta(seconds=self.settings.redrive_after_s)
+        async with self.session_maker() as session, session.begin():
+            rows = (
+                await session.scalars(
+                    select(UploadRow)
+                    .where(or_(UploadRow.status == "pending", UploadRow.status == "processing"))
+                    .where(UploadRow.last_driven_at < now - base)
+                    .order_by(UploadRow.last_driven_at)
+                    .limit(100)
+                )
+            ).all()
+            driven = 0
+            for row in rows:
+                backoff = min(base * 2 ** (row.drive_count - 1), dt.timedelta(seconds=self.settings.redrive_max_interval_s))
+                if row.last_driven_at + backoff > now:
+                    continue
+                with log_context(note_id=row.note_id, tenant_id=row.tenant_id, run_id=row.run_id):
+                    log.warning("re-driving a note with no outcome", extra={"drive_count": row.drive_count})
+                await self.outbox.enqueue(session, self._audio_ingested(row), tenant_id=row.tenant_id, note_id=row.note_id)
+                row.last_driven_at = now
+                row.drive_count += 1
+                driven += 1
+        return driven
+
+    async def run_redrive(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.settings.redrive_check_s)
+            if stopping.is_set():
+                return
+            try:
+                await self.redrive_once()
+            except Exception:
+                log.exception("re-drive pass failed")
+
+    # -- mapping ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _note_info(row: UploadRow) -> types.NoteInfo:
+        return types.NoteInfo(
+            name=row.name,
+            gender=row.gender,
+            external_id=row.external_id,
+            metadata=[types.MetadataItem(key=m["key"], value=m["value"]) for m in row.metadata_items],
+            language_hint=row.language_hint,
+        )
+
+    @staticmethod
+    def _audio_ref(row: UploadRow) -> types.AudioRef:
+        return types.AudioRef(
+            blob_key=row.blob_key,
+            content_type=row.content_type,
+            size_bytes=row.size_bytes,
+            duration_ms=row.duration_ms,
+            sha256=row.sha256,
+            filename=row.filename,
+        )
+
+    @staticmethod
+    def _run(row: UploadRow) -> types.RunRef:
+        return types.RunRef(run_id=row.run_id, attempt=row.attempt, requested_at=timestamp(row.run_requested_at))
+
+    def _audio_ingested(self, row: UploadRow) -> ev.AudioIngested:
+        return ev.AudioIngested(
+            run=self._run(row),
+            audio=self._audio_ref(row),
+            note=self._note_info(row),
+            created_at=timestamp(row.created_at),
+        )
+
+    def _to_proto(self, row: UploadRow) -> pb.Upload:
+        return pb.Upload(
+            note_id=row.note_id,
+            tenant_id=row.tenant_id,
+            note=self._note_info(row),
+            audio=self._audio_ref(row),
+            run=self._run(row),
+            status=STATUS_TO_PROTO[row.status],
+            created_at=timestamp(row.created_at),
+        )

@@ -1,0 +1,49 @@
+"""Ingestion's own tables: uploads (one per note) and the messaging tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.db import UTCDateTime
+from common.outbox import messaging_tables
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class UploadRow(Base):
+    __tablename__ = "uploads"
+
+    note_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    gender: Mapped[str] = mapped_column(String(32), default="")
+    external_id: Mapped[str] = mapped_column(String(255), default="")
+    metadata_items: Mapped[list] = mapped_column(JSON, default=list)
+    language_hint: Mapped[str] = mapped_column(String(16), default="")
+    blob_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    content_type: Mapped[str] = mapped_column(String(128), default="")
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    duration_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # pending until a terminal event of the current run arrives, then completed or failed.
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    run_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    run_requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_driven_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    drive_count: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    __table_args__ = (
+        Index("ix_uploads_tenant", "tenant_id", "created_at"),
+        Index("ix_uploads_open", "status", "last_driven_at"),
+    )
+
+
+MESSAGING = messaging_tables(Base.metadata)

@@ -1,0 +1,44 @@
+"""gRPC handlers of the ingestion service: thin shells over :mod:`services.ingestion.handlers`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from common.grpc_errors import ServiceError, abort
+from scribe.ingestion.v1 import ingestion_pb2 as pb
+from scribe.ingestion.v1 import ingestion_pb2_grpc
+from services.ingestion.handlers import IngestionHandlers
+
+
+class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
+    def __init__(self, handlers: IngestionHandlers) -> None:
+        self.handlers = handlers
+
+    async def UploadAudio(self, request_iterator: AsyncIterator[pb.UploadAudioRequest], context) -> pb.UploadAudioResponse:
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None or first.WhichOneof("content") != "metadata":
+                raise ServiceError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "the first message must carry the metadata"
+                )
+
+            async def chunks() -> AsyncIterator[bytes]:
+                async for message in request_iterator:
+                    if message.WhichOneof("content") != "chunk":
+                        raise ServiceError(
+                            grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "metadata may only come first"
+                        )
+                    yield message.chunk
+
+            upload = await self.handlers.upload(first.metadata, chunks())
+        except ServiceError as exc:
+            await abort(context, exc)
+        return pb.UploadAudioResponse(upload=upload)
+
+    async def GetUpload(self, request: pb.GetUploadRequest, context) -> pb.GetUploadResponse:
+        try:
+            return pb.GetUploadResponse(upload=await self.handlers.get_upload(request.tenant_id, request.note_id))
+        except ServiceError as exc:
+            await abort(context, exc)

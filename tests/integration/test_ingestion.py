@@ -1,0 +1,128 @@
+"""Ingestion over real gRPC, the real broker, SQLite and PostgreSQL: all-or-nothing uploads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import func, select
+
+from common.events import decode, topic_for
+from common.grpc_errors import from_rpc_error
+from scribe.events.v1 import events_pb2 as ev
+from scribe.ingestion.v1 import ingestion_pb2 as pb
+from scribe.ingestion.v1 import ingestion_pb2_grpc
+from scribe.types.v1 import types_pb2 as types
+from services.ingestion.config import IngestionSettings
+from services.ingestion.models import UploadRow
+from services.ingestion.server import build_service
+from tests.support.audio import write_tone
+
+
+@pytest.fixture
+async def ingestion(tmp_path: Path, broker: str, database_url: str, topic_prefix: str):
+    settings = IngestionSettings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        kafka_bootstrap=broker,
+        topic_prefix=topic_prefix,
+        max_upload_bytes=200_000,
+        shutdown_grace_s=5,
+    )
+    service = await build_service(settings)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.runtime.port}")
+    yield service, ingestion_pb2_grpc.IngestionServiceStub(channel), settings
+    await channel.close()
+    await service.runtime.shutdown("test over")
+
+
+def _requests(data: bytes, tenant: str = "tenant-a", chunk: int = 16384):
+    yield pb.UploadAudioRequest(
+        metadata=pb.UploadMetadata(
+            tenant_id=tenant,
+            note=types.NoteInfo(name="Rex", gender="male", external_id="EXT-1",
+                                metadata=[types.MetadataItem(key="vet", value="Dr. Silva")]),
+            filename="consulta.wav",
+            content_type="audio/wav",
+        )
+    )
+    for start in range(0, len(data), chunk):
+        yield pb.UploadAudioRequest(chunk=data[start : start + chunk])
+
+
+async def _events(broker: str, topic: str, expect: int, timeout_ms: int = 5000) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        found = []
+        batch = await consumer.getmany(timeout_ms=timeout_ms)
+        for records in batch.values():
+            found.extend(decode(r.value) for r in records)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _counts(service) -> tuple[int, int]:
+    async with service.handlers.session_maker() as session:
+        rows = await session.scalar(select(func.count()).select_from(UploadRow))
+    blobs = [p for p in service.handlers.blobs.root.rglob("*") if p.is_file() and ".staging" not in p.parts]
+    return rows, len(blobs)
+
+
+async def test_upload_stores_blob_row_and_event(ingestion, broker, topic_prefix, tmp_path):
+    service, stub, _ = ingestion
+    data = write_tone(tmp_path / "tone.wav", seconds=2).read_bytes()
+    response = await stub.UploadAudio(_requests(data))
+    upload = response.upload
+    assert upload.status == types.NOTE_STATUS_PENDING
+    assert upload.audio.content_type == "audio/wav"
+    assert 1900 <= upload.audio.duration_ms <= 2100
+    assert upload.audio.size_bytes == len(data)
+    assert await _counts(service) == (1, 1)
+
+    events = await _events(broker, topic_for(ev.AudioIngested, topic_prefix), 1)
+    assert [e.envelope.note_id for e in events] == [upload.note_id]
+    assert events[0].envelope.tenant_id == "tenant-a"
+    assert events[0].payload.note.name == "Rex"
+    assert events[0].payload.audio.blob_key == upload.audio.blob_key
+
+    fetched = await stub.GetUpload(pb.GetUploadRequest(tenant_id="tenant-a", note_id=upload.note_id))
+    assert fetched.upload.note_id == upload.note_id
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stub.GetUpload(pb.GetUploadRequest(tenant_id="tenant-b", note_id=upload.note_id))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert from_rpc_error(denied.value).code == "NOTE_ACCESS_DENIED"
+
+
+@pytest.mark.parametrize(
+    "payload, status, code",
+    [
+        (b"this is a text file, not audio at all" * 50, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_AUDIO_FORMAT"),
+        (b"", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_AUDIO_FORMAT"),
+        (b"RIFF" + b"\0" * 300_000, grpc.StatusCode.RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE"),
+    ],
+    ids=["not-audio", "empty", "over-limit"],
+)
+async def test_rejected_upload_leaves_nothing(ingestion, broker, topic_prefix, payload, status, code):
+    service, stub, _ = ingestion
+    with pytest.raises(grpc.aio.AioRpcError) as rejected:
+        await stub.UploadAudio(_requests(payload))
+    assert rejected.value.code() == status
+    assert from_rpc_error(rejected.value).code == code
+    assert await _counts(service) == (0, 0)
+    assert not list(service.handlers.blobs.staging_dir().iterdir())
+    assert await _events(broker, topic_for(ev.AudioIngested, topic_prefix), 0, timeout_ms=1000) == []
+
+
+async def test_metadata_must_come_first(ingestion):
+    _, stub, _ = ingestion
+
+    def requests():
+        yield pb.UploadAudioRequest(chunk=b"abc")
+
+    with pytest.raises(grpc.aio.AioRpcError) as rejected:
+        await stub.UploadAudio(requests())
+    assert rejected.value.code() == grpc.StatusCode.INVALID_ARGUMENT
