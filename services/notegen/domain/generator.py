@@ -1,0 +1,1140 @@
+"""The default offline note generator: keyword and pattern rules over the transcript's sentences.
+
+It runs on the CPU with only the standard library and no model. Every section is built from
+sentences that were actually said, lightly cleaned (openers such as "Então," and trailing tags such
+as ", né?" dropped, first letter capitalised, ending punctuation added), so the note never holds a
+word that is not in the transcript. A sentence that matches no section is left out rather than
+guessed at, and a section with nothing in it is left out of the note.
+
+How a sentence is placed:
+
+1. Segments are split into sentences; a sentence the recogniser broke across segments of the same
+   speaker is joined back and cites every segment it came from.
+2. Each sentence is matched against per-language keyword tables (module-level constants below),
+   giving counts per signal: complaint, visit reason, history, exam, vital sign, assessment, plan,
+   drug, dose, route, frequency, instruction, urgency, follow-up and return interval.
+3. Questions are not facts and are skipped, as are read-backs (a short sentence repeating words
+   just said, like an owner repeating the dose).
+4. The consultation is split into phases: history until the first vital sign or announced
+   examination, then the examination, then the treatment talk from the first diagnosis or dosed
+   drug. The same words mean different things in each ("dor" is a complaint when the owner says
+   it before the examination, a finding when the clinician reports it during it).
+5. The chief complaint is the first complaint-like statement(s) of the history phase, preferably
+   the patient's or owner's, led by a stated reason for the visit if there is one. Every other
+   sentence goes to its single best-scoring section; when speaker roles are known, the patient or
+   owner only contributes to the complaint and the history.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from services.notegen.domain.sections import (
+    DOMAINS,
+    FALLBACK_LANGUAGE,
+    SECTION_LABELS,
+    SUPPORTED_LANGUAGES,
+    normalise_language,
+    title_for,
+)
+
+GENERATOR_NAME = "rules-v1"
+"""Recorded on every note this module writes, so a note says which generator produced it."""
+
+DEFAULT_MIN_WORDS = 12
+
+# ---------------------------------------------------------------------------------------------
+# Data types
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    """One recognised stretch of speech, as the transcription stage delivers it.
+
+    ``speaker`` is ``"doctor"``, ``"patient"`` (the owner in veterinary visits) or
+    ``"unspecified"`` when there is no diarization.
+    """
+
+    text: str
+    start_ms: int
+    end_ms: int
+    speaker: str = "unspecified"
+
+
+@dataclass
+class GeneratedSection:
+    """One section of a note; ``source_segments`` are indices into the input segments."""
+
+    label: str
+    title: str
+    content: str
+    order: int
+    source_segments: list[int]
+
+
+@dataclass
+class GeneratedNote:
+    """A generated note: its language, the non-empty sections in order, and who wrote it."""
+
+    language: str
+    sections: list[GeneratedSection]
+    generator: str
+
+    def section(self, label: str) -> GeneratedSection | None:
+        """The section with ``label``, or ``None`` when the note has no such section."""
+        return next((s for s in self.sections if s.label == label), None)
+
+
+class TranscriptTooShort(Exception):
+    """The transcript holds too little clinical content to write a note from.
+
+    ``word_count`` is the number of words left after greetings and courtesies are removed;
+    ``reason`` is ``"too_few_words"`` or ``"no_clinical_content"``.
+    """
+
+    def __init__(self, word_count: int, min_words: int, reason: str = "too_few_words") -> None:
+        # The arguments are kept as ``args`` so the exception survives pickling between workers.
+        super().__init__(word_count, min_words, reason)
+        self.word_count = word_count
+        self.min_words = min_words
+        self.reason = reason
+
+    def __str__(self) -> str:
+        # Counts only: the transcript's own text must never end up in an error message or log.
+        return (
+            f"transcript too short for a note ({self.reason}): "
+            f"{self.word_count} words, minimum {self.min_words}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyword tables
+#
+# Patterns are written as spoken, with accents; matching folds case and accents on both sides.
+# A pattern matches whole words. ``word*`` matches any word starting with ``word``; ``{n}`` matches
+# a number, in digits or spelled out ("trinta e nove", "twenty-four"). No pattern reaches across
+# a comma or an ellipsis, so "de doze em doze, cinco dias" is not a return "em doze ... dias".
+# Folding makes "dê" the preposition "de" and "dá" the contraction "da": such words are either
+# matched with their accents (ACCENTED_INSTRUCTIONS) or left out.
+# ---------------------------------------------------------------------------------------------
+
+NUMBER_WORDS: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "zero", "um", "uma", "dois", "duas", "três", "quatro", "cinco", "seis", "sete", "oito",
+        "nove", "dez", "onze", "doze", "treze", "catorze", "quatorze", "quinze", "dezesseis",
+        "dezessete", "dezoito", "dezenove", "vinte", "trinta", "quarenta", "cinquenta", "sessenta",
+        "setenta", "oitenta", "noventa", "cem", "cento", "duzentos", "duzentas", "trezentos",
+        "quatrocentos", "quinhentos", "mil", "meio", "meia",
+    ),
+    "en": (
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+        "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+        "hundred", "thousand", "half", "couple",
+    ),
+    "es": (
+        "cero", "un", "uno", "una", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho",
+        "nueve", "diez", "once", "doce", "trece", "catorce", "quince", "dieciséis", "diecisiete",
+        "dieciocho", "diecinueve", "veinte", "veintiuno", "veintidós", "veintitrés",
+        "veinticuatro", "veinticinco", "veintiséis", "veintisiete", "veintiocho", "veintinueve",
+        "treinta", "cuarenta", "cincuenta", "sesenta", "setenta", "ochenta", "noventa", "cien",
+        "ciento", "doscientos", "trescientos", "quinientos", "mil", "medio", "media",
+    ),
+}
+"""Spelled-out numbers, as the recogniser writes what people say ("trinta e nove e meio")."""
+
+# Words that join or hedge the parts of a spoken number ("trinta e nove", "uns três", "about two").
+NUMBER_JOINERS: tuple[str, ...] = ("e", "y", "and", "vírgula", "coma", "point", "ponto", "a")
+NUMBER_HEDGES: tuple[str, ...] = (
+    "uns", "umas", "unos", "unas", "about", "around", "cerca de", "mais ou menos", "a", "the",
+)
+
+GREETINGS: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "bom dia", "boa tarde", "boa noite", "olá", "oi", "tudo bem", "tudo bom", "obrigado",
+        "obrigada", "muito obrigado", "muito obrigada", "de nada", "com licença", "por favor",
+        "pode entrar", "pode sentar", "entra", "tchau", "até logo", "até mais", "doutor",
+        "doutora", "combinado", "tá bom", "tá", "ok", "sim",
+    ),
+    "en": (
+        "hello", "hi", "hey", "good morning", "good afternoon", "good evening", "thank you",
+        "thanks", "please", "come in", "come on in", "have a seat", "take a seat", "bye",
+        "goodbye", "see you", "okay", "ok", "doctor", "how are you", "nice to see you",
+        "good to see you", "got it", "right", "yes",
+    ),
+    "es": (
+        "hola", "buenos días", "buenas tardes", "buenas noches", "buenas", "gracias",
+        "muchas gracias", "por favor", "pase", "adiós", "hasta luego", "doctor", "doctora",
+        "vale", "de acuerdo", "perfecto",
+    ),
+}
+"""Courtesies and fillers that carry no clinical content: not counted towards ``min_words``."""
+
+DISCOURSE_MARKERS: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "então", "olha", "ó", "ah", "ai", "hum", "bom", "bem", "tá", "tá bom", "isso", "ok",
+        "certo", "entendi", "ótimo", "perfeito", "nossa", "exatamente", "sabe", "doutor",
+        "doutora", "calma", "olha só", "inclusive", "aliás", "sim",
+    ),
+    "en": (
+        "so", "um", "uh", "well", "okay", "ok", "right", "oh", "actually", "yeah", "yes",
+        "alright", "now",
+    ),
+    "es": (
+        "pues", "mire", "mira", "bueno", "vale", "a ver", "ah", "exacto", "perfecto",
+        "entonces", "oiga", "sí",
+    ),
+}
+"""Openers dropped from the start of a sentence when a comma or stop follows them ("Então, ...",
+"Well, ..."): they add nothing to a clinical note."""
+
+LEADING_CONJUNCTIONS: dict[str, tuple[str, ...]] = {
+    "pt": ("e", "mas", "então", "aí"),
+    "en": ("and", "but", "so"),
+    "es": ("y", "pero", "pues", "entonces"),
+}
+"""Conjunctions dropped from the start of a sentence, where they only link it to the last one."""
+
+TAG_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "pt": ("né", "sabe", "viu", "tá", "certo", "não é"),
+    "en": ("right", "okay", "isn't it", "don't you", "you know"),
+    "es": ("verdad", "no", "vale", "sabe"),
+}
+"""Trailing tags, after a comma, that make a statement sound like a question ("Ele veio pra
+vacina, né?"); such a sentence is a statement. Without the comma ("como é que tá?") it is a real
+question."""
+
+COMPLAINT: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "está com", "tá com", "tava com", "estava com", "não come", "não quer comer",
+        "parou de comer", "comendo pouco", "comendo pouquinho", "come pouco", "vomit*", "vômito*",
+        "diarreia", "tosse", "tossindo", "espirr*", "coçando", "coceira", "coça", "mancando",
+        "manca", "dor", "doendo", "dói", "sangue", "sangrando", "babando", "baba", "tremendo",
+        "tremor*", "convuls*", "desmai*", "caiu", "cansad*", "cansando", "cansaço", "febre",
+        "bebendo água", "bebe muita água", "água demais", "xixi", "urinando", "bafo",
+        "mau hálito", "mastiga", "devagar", "inchad*", "inchaço", "caroço", "carocinho",
+        "ferida*", "machuc*", "queixa", "começou a", "piorou", "emagreceu", "prostrad*",
+        "apátic*", "quietinho", "encolhido", "lambendo", "balançando a cabeça", "cheiro*",
+        "secreção", "cocô", "fezes", "o problema", "queria falar", "caixa de areia",
+        "respirando", "falta de ar", "engasg*",
+    ),
+    "en": (
+        "i've had", "i have had", "i've been", "has been", "have been", "since", "hurts",
+        "hurt", "pain", "painful", "ache*", "aching", "sore", "fever", "cough*", "vomit*",
+        "diarrh*", "sneez*", "itch*", "rash", "swollen", "swelling", "bleed*", "blood in",
+        "tired", "fatigue", "dizz*", "nause*", "short of breath", "breathless*", "can't sleep",
+        "trouble", "problem", "worse", "limp*", "lump", "not eating", "stopped eating",
+        "upset stomach", "headache*",
+    ),
+    "es": (
+        "está con", "tiene los", "tiene una", "tiene un", "le duele", "duele", "dolor",
+        "cojea*", "cojera", "vomit*", "vómito*", "diarrea", "tos", "tose", "tosiendo",
+        "estornud*", "picor", "se rasca", "rascando", "sangre", "fiebre", "no come",
+        "dejó de comer", "come menos", "lloros*", "lagaña*", "legaña*", "secreción", "hinchad*",
+        "empezó", "problema", "no la apoya", "no lo apoya", "cansad*",
+    ),
+}
+"""Symptoms and complaint statements ("está com", "não come", "hurts", "está con")."""
+
+VISIT_REASON: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "veio pra", "veio para", "veio fazer", "vacinar", "vacinação", "reforço", "check up",
+        "checkup", "consulta de rotina", "é o retorno", "revisão",
+    ),
+    "en": (
+        "check up", "checkup", "month check", "year check", "review", "here for",
+        "vaccination", "vaccinate*", "booster", "routine", "annual",
+    ),
+    "es": (
+        "vacunar", "vacunación", "refuerzo", "revisión", "control", "chequeo", "viene a",
+        "viene para",
+    ),
+}
+"""Reasons for a visit that is not a complaint (vaccination, check-up, return visit)."""
+
+HISTORY: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "faz {n}", "há {n}", "faz tempo", "faz um tempo", "um tempão", "desde", "ontem",
+        "anteontem", "hoje de manhã", "semana passada", "mês passado", "ano passado",
+        "no começo", "começou", "antes", "já teve", "teve", "vacina*", "vermífug*",
+        "antipulga*", "ração", "come", "comendo", "comida", "dieta", "petisco*", "apetite",
+        "bebe", "castrad*", "cio", "tomou", "remédio", "xarope", "dei", "deu", "alergi*",
+        "alérgic*", "cirurgia", "operad*", "sempre", "nunca", "anos", "mudança", "mudamos",
+        "obra", "estresse", "passeio*", "respiração", "dormindo", "xixi", "cocô", "fezes",
+        "urina", "jejum", "vezes", "vizinh*", "quintal", "lixo", "pet shop", "banho", "tinha",
+        "tava", "estava", "emagreceu", "não sai de casa", "corrimento", "normal", "em dia",
+        "atrasad*", "feno", "fruta*", "sachê", "molhad*",
+    ),
+    "en": (
+        "since", "ago", "last night", "last week", "last month", "last year", "yesterday",
+        "days", "weeks", "months", "years", "for {n}", "history", "allerg*", "took", "taking",
+        "medication*", "pills", "diet", "eating", "appetite", "vaccin*", "surgery", "family",
+        "mother", "father", "brother", "sister", "daughter", "son", "husband", "wife", "smok*",
+        "alcohol", "previous*", "before", "always", "never", "walking", "exercise", "started",
+        "kindergarten", "contact", "at work", "lifted", "lifting", "helped", "healthy",
+        "weight loss", "bladder", "bowel*", "numbness", "settled", "shaky", "sweaty", "checked",
+        "came down", "had", "getting on", "penicillin",
+    ),
+    "es": (
+        "hace {n}", "desde", "ayer", "semana pasada", "mes pasado", "año pasado", "come",
+        "comiendo", "comida", "dieta", "apetito", "vacun*", "desparasit*", "tomando",
+        "le he dado", "le di", "medicament*", "alergi*", "antes", "siempre", "nunca", "adopt*",
+        "refugio", "castrad*", "esterilizad*", "pasear", "paseo", "parque", "se cayó",
+        "mejorado", "por la mañana", "corriendo", "sábado", "domingo", "lunes", "martes",
+        "miércoles", "jueves", "viernes", "otro gato", "otro perro",
+    ),
+}
+"""History: onset and duration, diet, vaccination, previous illness and medication, context."""
+
+EXAM_MARKERS: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "vamos pesar", "vamos examinar", "deixa eu examinar", "vou examinar", "deixa eu ver",
+        "vamos ver", "exame físico", "sobe na balança", "na balança", "deixa eu olhar",
+        "deixa eu ouvir",
+    ),
+    "en": (
+        "let me examine", "let me have a look", "let me check you", "let me take a look",
+        "let me feel", "let me listen", "on examination", "examine you", "check you over",
+    ),
+    "es": (
+        "vamos a revisar*", "vamos a pesar*", "déjeme ver", "vamos a ver", "voy a revisar*",
+        "voy a examinar*",
+    ),
+}
+"""Announcements that the examination starts; they mark the phase but are not findings."""
+
+VITALS: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "temperatura", "{n} quilo*", "{n} kg", "peso", "pesa", "batimentos",
+        "frequência cardíaca", "frequência respiratória", "{n} por minuto", "pressão arterial",
+        "tpc", "preenchimento capilar",
+    ),
+    "en": (
+        "temperature", "{n} kilo*", "{n} kg", "{n} pounds", "weight today", "weighs",
+        "heart rate", "pulse", "blood pressure", "respiratory rate", "{n} per minute",
+        "{n} over {n}", "oxygen saturation",
+    ),
+    "es": (
+        "temperatura", "{n} kilo*", "{n} kg", "pesa", "peso", "frecuencia cardíaca",
+        "frecuencia respiratoria", "{n} por minuto", "latidos", "presión arterial",
+    ),
+}
+"""Measurements taken in the examination; one of these starts the examination phase."""
+
+EXAM: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "mucosa*", "auscult*", "palpação", "palpei", "pulmão", "pulmões", "coração", "sopro",
+        "crepitação", "estalinhos", "desidrat*", "hidratad*", "linfonodo*", "gânglio*",
+        "abdômen", "barriga", "pele", "pelagem", "ouvido", "orelha", "tímpano", "olho*", "boca",
+        "dente*", "gengiva", "tártaro", "bexiga", "estômago", "intestino", "pupila*",
+        "salivação", "tremores", "secreção", "vermelh*", "inflamad*", "íntegro", "limpo",
+        "limpinho", "sem dor", "sente dor", "dor quando", "aumentad*", "nódulo", "catarata",
+        "vulva", "distendid*", "rosad*", "firme", "duro", "corpo estranho", "examin*",
+        "pente fino", "pulga*", "pelos crescendo", "mole", "mexe", "grudado",
+    ),
+    "en": (
+        "auscult*", "palpat*", "tender*", "swollen", "exudate", "tonsils", "lymph nodes",
+        "nodes", "neck", "chest", "lung*", "crackles", "wheez*", "breath sounds", "i can hear",
+        "heart sounds", "murmur", "abdomen", "reflexes",
+        "sensation", "strength", "straight leg raise", "spasm", "clear", "pulses", "sores",
+        "feet", "skin", "eyes", "ears", "throat", "examin*", "mucous", "redness",
+    ),
+    "es": (
+        "mucosa*", "auscult*", "palpación", "corazón", "pulmón", "soplo", "deshidrat*",
+        "ganglio*", "abdomen", "barriga", "piel", "ojo*", "conjuntiva", "córnea", "úlcera",
+        "crepitantes", "sibilancias", "ruidos",
+        "nariz", "moco", "rodilla", "cadera", "tobillo", "inflamad*", "le duele",
+        "movimiento de cajón", "tibia", "limpio", "roja", "rojo", "tinción", "secreción",
+    ),
+}
+"""Examination findings: body systems, signs and how they were examined."""
+
+ASSESSMENT: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "diagnóstico", "suspeita", "suspeito", "parece ser", "parece um", "parece uma",
+        "provavelmente", "provável", "quadro de", "penso em", "eu penso",
+        "me faz pensar", "sugestivo", "compatível", "confirmou", "confirmad*", "o que ele tem",
+        "o que ela tem", "doença", "insuficiência", "intoxicação", "infecção", "alergia",
+        "alérgica", "estase", "lipoma", "tumor", "fratura", "diabetes", "controlad*",
+        "saudável", "emergência", "grave", "benigno", "cinomose", "parvovirose",
+        "leishmaniose", "giardíase", "erliquiose", "obstruíd*", "otite", "rinite", "colite",
+        "uveíte",
+    ),
+    "en": (
+        "diagnosis", "i think", "it looks like", "looks like", "looks very likely",
+        "this is a", "this is an", "consistent with", "suggest*", "likely", "probably",
+        "confirm*", "strain", "infection", "disease", "diabetes", "positive", "results",
+        "cholesterol", "on the high side", "progress", "classic picture", "no sign of",
+        "function is normal", "otitis", "colitis", "uveitis",
+    ),
+    "es": (
+        "diagnóstico", "sospecha", "sospecho", "pienso en", "parece", "probablemente",
+        "probable", "se rompió", "rotura", "ligamento", "infección", "enfermedad", "compatible",
+        "confirm*", "herpesvirus", "virus", "es muy común", "otitis", "rinitis", "colitis",
+        "uveítis",
+    ),
+}
+"""How a clinician states a diagnosis or a suspicion, and common diagnoses."""
+
+# Long disease names ending in -ite/-itis (gastroenterite, dermatite, tonsillitis) mark a
+# diagnosis; short ones (otite, colite) are listed in ASSESSMENT because too many short words and
+# verb forms share the ending ("noite", "evite"). These longer ordinary words share it too.
+DIAGNOSIS_SUFFIX_EXCEPTIONS: frozenset[str] = frozenset(
+    {
+        "apetite", "favorite", "favourite", "opposite", "definite", "infinite", "requisite",
+        "exquisite", "limite", "palpite", "convite", "satelite", "satellite", "dinamite",
+        "parasite", "despite", "acredite", "permite", "transmite", "admite", "compite",
+        "remite", "submite", "granite",
+    }
+)
+
+PLAN: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "vamos fazer", "vou fazer", "a gente faz", "a gente vai", "vou pedir", "vou colher",
+        "colho", "colher", "exame*", "hemograma", "bioquímico", "glicose", "urinálise",
+        "raio x", "radiografia", "ultrassom", "ecocardiograma", "citologia", "biópsia",
+        "cultura", "internad*", "internação", "observação", "soro", "fluidoterapia",
+        "cirurgia", "limpeza", "anestesia", "extração", "extraíd*", "tosa", "procedimento",
+        "encaminh*", "vou aplicar", "aplicar", "tratamento", "pegar a veia", "ligar o soro",
+        "não vou passar", "remédio nenhum", "nenhum remédio", "suspens*", "suspender",
+        "repito", "marco",
+    ),
+    "en": (
+        "we will", "we'll", "i'll", "let's", "i'm going to", "plan", "test", "swab", "x ray",
+        "blood test", "refer*", "physiotherapy", "screening", "repeat", "increase", "start",
+        "stop", "swap", "scan", "ultrasound", "imaging", "don't need", "changes",
+    ),
+    "es": (
+        "vamos a", "hacemos", "haremos", "le voy a hacer", "radiografía*", "ecografía",
+        "análisis", "sedación", "cirugía", "operar*", "tratamiento", "lo decidimos",
+        "empezamos",
+    ),
+}
+"""Tests, procedures, referrals and treatment decisions."""
+
+DRUG_NAMES: tuple[str, ...] = (
+    # Antibiotics and antimicrobials
+    "amoxicilina", "amoxicillin", "clavulanato", "clavulánico", "clavulanate", "cefalexina",
+    "cephalexin", "enrofloxacin*", "marbofloxacin*", "doxiciclina", "doxycycline",
+    "azitromicina", "azithromycin", "claritromicina", "clarithromycin", "metronidazol*",
+    "ciprofloxacin*", "cloranfenicol", "gentamicin*", "tobramicin*", "tobramycin",
+    "antibiótico", "antibiotic", "antibiotics",
+    # Anti-inflammatories and analgesics
+    "meloxicam", "carprofeno", "carprofen", "firocoxib", "dipirona", "metamizol", "tramadol",
+    "gabapentin*", "paracetamol", "acetaminophen", "ibuprofen*", "aspirin*", "prednisolon*",
+    "prednison*", "dexametasona", "dexamethasone", "betametasona", "betamethasone",
+    # Gastrointestinal
+    "omeprazol*", "ranitidina", "ondansetron*", "maropitant", "metoclopramid*", "simeticona",
+    "simethicone", "sucralfato",
+    # Cardiac, renal, metabolic
+    "furosemid*", "pimobendan", "benazepril", "enalapril", "espironolactona", "spironolactone",
+    "atenolol", "amlodipin*", "insulin*", "metformin*", "atorvastatin*", "sinvastatina",
+    "simvastatin", "levotiroxina", "levothyroxine", "salbutamol", "albuterol", "loratadin*",
+    "cetirizin*", "clotrimazol*", "cetoconazol*", "ketoconazole", "atropina", "atropine",
+    "ringer", "ringer lactato",
+    # Parasite control
+    "ivermectina", "ivermectin", "milbemicina", "praziquantel", "fenbendazol", "sarolaner",
+    "fluralaner", "afoxolaner", "selamectina", "fipronil", "vermífugo", "antipulgas",
+    # Vaccines and topical products
+    "vacina", "vacuna", "vaccine", "antirrábica", "quádrupla", "óctupla", "déctupla", "v8",
+    "v10", "ceruminolítico", "colírio", "colirio", "pomada", "papinha",
+)
+"""Common drug and product names in pt, en and es: a sentence naming one with a dose is a
+prescription. Shared across languages because drug names barely change between them."""
+
+DOSE: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "{n} miligrama*", "{n} mg", "{n} mililitro*", "{n} ml", "{n} comprimido*",
+        "{n} cápsula*", "{n} gota*", "por quilo", "{n} unidade*", "{n} gramas",
+    ),
+    "en": (
+        "{n} milligram*", "{n} mg", "{n} millilit*", "{n} ml", "{n} tablet*", "{n} capsule*",
+        "{n} drop*", "per kilo", "{n} units",
+    ),
+    "es": (
+        "{n} miligramo*", "{n} mg", "{n} mililitro*", "{n} ml", "{n} comprimido*",
+        "{n} pastilla*", "{n} gota*", "por kilo",
+    ),
+}
+"""An amount: a number with its unit. The bare word "dose" is no dose ("ajustar a dose")."""
+
+ROUTE: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "pela boca", "via oral", "oral", "embaixo da pele", "subcutâne*", "na veia",
+        "intravenos*", "intramuscular", "no ouvido", "na orelha", "no olho", "nos olhos",
+        "tópic*",
+    ),
+    "en": (
+        "by mouth", "orally", "oral", "subcutaneous*", "under the skin", "into the vein",
+        "intravenous*", "intramuscular", "in each eye", "in the ear", "topical*",
+    ),
+    "es": (
+        "por boca", "por vía oral", "vía oral", "debajo de la piel", "subcutáne*",
+        "en la vena", "intravenos*", "intramuscular", "en cada ojo", "en el oído", "tópic*",
+    ),
+}
+"""How a medicine is given."""
+
+FREQUENCY: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "vez ao dia", "vezes ao dia", "vez por dia", "vezes por dia", "a cada {n} hora*",
+        "a cada {n} dia*", "de {n} em {n} horas", "por {n} dia*", "durante {n} dia*",
+        "uso contínuo", "todo mês", "todo dia", "todos os dias", "se necessário", "em jejum",
+        "de manhã", "à noite", "antes de comer", "com comida",
+    ),
+    "en": (
+        "every {n} hour*", "every {n} day*", "twice a day", "once a day", "twice daily",
+        "once daily", "{n} times a day", "at night", "for {n} day*", "for up to {n} day*",
+        "long term", "once a month", "when you need it", "as needed", "with food",
+        "with breakfast",
+    ),
+    "es": (
+        "al día", "veces al día", "vez al día", "cada {n} hora*", "cada {n} día*",
+        "durante {n} día*", "por {n} día*", "si lo necesita", "con la comida",
+    ),
+}
+"""How often and for how long a medicine is given."""
+
+PRESCRIBING: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "vou passar", "vou receitar", "vou prescrever", "prescrevo", "vou dar", "vou te dar",
+        "receita", "vou aplicar", "aplicar", "pra casa", "para casa", "coloca",
+    ),
+    "en": ("prescribe", "i'd give", "start", "take", "increase", "swap", "give"),
+    "es": ("le voy a dar", "le receto", "recet*", "ponga", "le pone", "dele", "dale"),
+}
+"""Verbs a clinician prescribes or administers with."""
+
+INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "ofereça", "oferece", "evite", "evita", "mantenha", "mantém", "não deixe",
+        "não deixa", "deixa água", "nada de", "não pode", "pode dar", "coloca", "coloque", "leva",
+        "lave", "lava", "limpe", "aspira", "procura", "recolhe", "conversa", "conta", "anota",
+        "mede", "usa", "use", "traz", "traga", "me liga", "ligue", "me avisa", "avisa",
+        "cuidado", "atenção", "importante", "em casa", "à vontade", "jejum", "repouso",
+        "passeios", "sem forçar", "fica só", "comecem", "coloquem", "tenham", "não tira",
+        "é normal", "se ele", "se ela", "se tiver", "se der", "se precisar", "se passar",
+        "se inchar", "vem", "venha", "volta pra ração", "ração úmida", "amolece",
+    ),
+    "en": (
+        "give", "avoid", "keep", "make sure", "don't", "do not", "drink", "stay", "finish",
+        "take it", "with food", "try", "rest", "if you", "if it", "let me know", "call",
+        "go to", "go straight", "watch out", "plenty", "should", "get up", "apply", "step back",
+        "is better than", "keep up",
+    ),
+    "es": (
+        "dele", "dale", "le da", "evite", "mantenga", "no le dé", "nunca le dé", "ponga",
+        "limpia", "limpie", "lave", "lavarse", "separe", "separarla", "conviene", "paseos",
+        "reposo", "si ve", "si deja", "la trae", "lo trae", "llame", "me llama", "suspende",
+        "nada de", "solo con correa", "en ayunas", "ayuno",
+    ),
+}
+"""What the owner or patient is told to do, avoid or watch for at home."""
+
+ACCENTED_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "pt": ("dê",),
+    "en": (),
+    "es": ("dé",),
+}
+"""Instructions matched with their accents, because folded they are the preposition "de"."""
+
+URGENT: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "traz na hora", "vem na hora", "liga na hora", "leva na hora", "imediatamente",
+        "urgente", "urgência", "emergência", "qualquer horário", "traz antes", "antes disso",
+    ),
+    "en": ("straight away", "immediately", "emergency", "right away", "urgent*", "hospital"),
+    "es": ("enseguida", "urgencia", "de inmediato", "inmediatamente", "emergencia"),
+}
+"""Words that make a "come back" an immediate warning (owner instructions), not a follow-up."""
+
+FOLLOW_UP: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "retorno", "retornar", "volte", "voltar em", "reavaliar", "reavalio", "reavalia",
+        "reavaliação", "revisão", "próxima consulta", "a próxima", "o próximo", "te ligo",
+        "marcar", "agendar", "agendamos", "quero ver", "resultados saem", "sai em",
+    ),
+    "en": (
+        "follow up", "come back", "see you", "see me", "review", "book another appointment",
+        "appointment", "next week", "next month", "in a week", "in a month",
+    ),
+    "es": (
+        "revisión", "vuelva", "volver", "control", "la próxima", "le llamo", "nos vemos",
+    ),
+}
+"""Return visits, reassessment and promised calls."""
+
+RETURN_INTERVAL: dict[str, tuple[str, ...]] = {
+    "pt": ("daqui a {n}", "em {n} dia*", "em {n} semana*", "em {n} mes*", "em {n} ano*"),
+    "en": ("in {n} day*", "in {n} week*", "in {n} month*", "in {n} year*"),
+    "es": ("en {n} día*", "en {n} semana*", "en {n} mes*", "dentro de {n}"),
+}
+"""When the next visit or contact is: a strong follow-up signal, unlike treatment durations
+("por sete dias", "for ten days"), which belong to prescriptions."""
+
+SPEAKER_ALIASES: dict[str, str] = {
+    "doctor": "doctor",
+    "clinician": "doctor",
+    "physician": "doctor",
+    "vet": "doctor",
+    "veterinarian": "doctor",
+    "patient": "patient",
+    "owner": "patient",
+    "tutor": "patient",
+    "client": "patient",
+}
+
+ABBREVIATIONS: frozenset[str] = frozenset(
+    {"dr", "dra", "sr", "sra", "srta", "mr", "mrs", "ms", "st", "vs", "etc", "approx", "aprox"}
+)
+
+# Sections a patient or owner can speak into: they report the complaint and the history, while
+# findings, diagnoses, treatments and instructions come from the clinician (a patient repeating a
+# dose back is a read-back, not a new fact).
+PATIENT_SECTIONS: frozenset[str] = frozenset({"chief_complaint", "anamnesis"})
+
+# When two sections score the same, the more specific one wins.
+TIE_PRIORITY: tuple[str, ...] = (
+    "prescriptions",
+    "follow_up",
+    "owner_instructions",
+    "assessment",
+    "physical_exam",
+    "plan",
+    "anamnesis",
+)
+
+MAX_CHIEF_COMPLAINT_SENTENCES = 3
+# How far into the consultation a visit reason still counts as the chief complaint.
+VISIT_REASON_OPENING_SENTENCES = 6
+# A short sentence whose words were all said in the last few sentences is a read-back.
+READBACK_MAX_WORDS = 12
+READBACK_WINDOW = 4
+# Sentences of one speaker are joined across segments only up to this length: unpunctuated
+# recogniser output would otherwise become one endless sentence.
+MAX_JOINED_WORDS = 60
+
+# ---------------------------------------------------------------------------------------------
+# Pattern compilation
+# ---------------------------------------------------------------------------------------------
+
+_NON_WORD = re.compile(r"[^\w|]+|_+")
+_CLAUSE_BREAK = re.compile(r"[,;:()\[\]…]|\.{2,}")
+_DECIMAL = re.compile(r"(?<=\d)[.,](?=\d)")
+_BARRIER = "|"
+_SIGNALS: dict[str, dict[str, tuple[str, ...]]] = {
+    "complaint": COMPLAINT,
+    "visit_reason": VISIT_REASON,
+    "history": HISTORY,
+    "exam_marker": EXAM_MARKERS,
+    "vital": VITALS,
+    "exam": EXAM,
+    "assessment": ASSESSMENT,
+    "plan": PLAN,
+    "dose": DOSE,
+    "route": ROUTE,
+    "frequency": FREQUENCY,
+    "prescribing": PRESCRIBING,
+    "instruction": INSTRUCTIONS,
+    "urgent": URGENT,
+    "follow_up": FOLLOW_UP,
+    "interval": RETURN_INTERVAL,
+}
+
+
+def _fold(text: str) -> str:
+    """Lowercase, strip accents and reduce punctuation to spaces, keeping clause breaks as ``|``.
+
+    Patterns only ever match words and spaces, so the ``|`` tokens stop a pattern from matching
+    across two clauses.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.casefold().replace(_BARRIER, " "))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    bare = _DECIMAL.sub(" ", bare)
+    bare = _CLAUSE_BREAK.sub(f" {_BARRIER} ", bare)
+    return " ".join(_NON_WORD.sub(" ", bare).split())
+
+
+def _words(folded: str) -> list[str]:
+    return [w for w in folded.split() if w != _BARRIER]
+
+
+def _alternation(options: Iterable[str]) -> str:
+    # Longest first, so "trinta" is not cut short by "trin..." and phrases beat their prefixes.
+    folded = sorted({_fold(o) for o in options if _fold(o)}, key=len, reverse=True)
+    return "|".join(r"\s".join(map(re.escape, o.split())) for o in folded)
+
+
+def _number_regex(languages: Sequence[str]) -> str:
+    words = _alternation(w for lang in languages for w in NUMBER_WORDS[lang])
+    one = rf"(?:\d+|{words})"
+    joiner = _alternation(NUMBER_JOINERS)
+    hedge = _alternation(NUMBER_HEDGES)
+    return rf"(?:(?:{hedge})\s)?{one}(?:\s(?:(?:{joiner})\s)?{one})*"
+
+
+def _pattern_regex(pattern: str, number: str) -> str:
+    pieces: list[str] = []
+    for token in pattern.split():
+        if token == "{n}":
+            pieces.append(number)
+        else:
+            prefix = token.endswith("*")
+            words = _fold(token.rstrip("*")).split()
+            piece = r"\s".join(map(re.escape, words))
+            pieces.append(piece + (r"\w*" if prefix else ""))
+    return r"\s".join(pieces)
+
+
+def _compile(patterns: Iterable[str], number: str) -> re.Pattern[str]:
+    ordered = sorted(set(patterns), key=len, reverse=True)
+    body = "|".join(f"(?:{_pattern_regex(p, number)})" for p in ordered)
+    return re.compile(rf"(?<!\w)(?:{body})(?!\w)")
+
+
+def _phrase_regex(phrases: Iterable[str]) -> re.Pattern[str]:
+    """Case-insensitive regex over unfolded text, for trimming openers off the original words."""
+    ordered = sorted(set(phrases), key=len, reverse=True)
+    body = "|".join(r"\s+".join(map(re.escape, p.split())) for p in ordered)
+    return re.compile(body, re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Lexicon:
+    """Every table compiled for one set of keyword languages."""
+
+    signals: dict[str, re.Pattern[str]]
+    accented_instructions: re.Pattern[str] | None
+    drugs: re.Pattern[str]
+    greetings: re.Pattern[str]
+    greeting_words: frozenset[str]
+    leading: re.Pattern[str]
+    tag_question: re.Pattern[str]
+
+
+@functools.lru_cache(maxsize=8)
+def _lexicon(languages: tuple[str, ...]) -> _Lexicon:
+    number = _number_regex(languages)
+    signals = {
+        name: _compile((p for lang in languages for p in table[lang]), number)
+        for name, table in _SIGNALS.items()
+    }
+    greetings = [g for lang in languages for g in GREETINGS[lang]]
+    markers = [m for lang in languages for m in DISCOURSE_MARKERS[lang]]
+    conjunctions = [c for lang in languages for c in LEADING_CONJUNCTIONS[lang]]
+    tags = [t for lang in languages for t in TAG_QUESTIONS[lang]]
+    accented = [a for lang in languages for a in ACCENTED_INSTRUCTIONS[lang]]
+    # An opener must be followed by punctuation ("Olha, ele..."), a conjunction by a space ("E ontem
+    # à noite..."), so a word that only starts like one ("Okay" / "Ok", "Ele" / "E") stays whole.
+    leading = re.compile(
+        rf"^(?:(?:{_phrase_regex(markers).pattern})\s*[,.;:!…]+\s*"
+        rf"|(?:{_phrase_regex(conjunctions).pattern})\s+(?=\w))",
+        re.IGNORECASE,
+    )
+    tag_question = re.compile(rf",\s*¿?(?:{_phrase_regex(tags).pattern})\s*\?+\s*$", re.IGNORECASE)
+    return _Lexicon(
+        signals=signals,
+        accented_instructions=(
+            re.compile(rf"(?<!\w)(?:{'|'.join(map(re.escape, accented))})(?!\w)") if accented else None
+        ),
+        drugs=_compile(DRUG_NAMES, number),
+        greetings=re.compile(rf"(?<!\w)(?:{_alternation(greetings)})(?!\w)"),
+        greeting_words=frozenset(w for g in greetings for w in _words(_fold(g))),
+        leading=leading,
+        tag_question=tag_question,
+    )
+
+
+def _keyword_languages(language: str) -> tuple[str, ...]:
+    # An unknown language is matched against every table, English first, so a note is still
+    # possible when the language tag is wrong or missing.
+    if language in SUPPORTED_LANGUAGES:
+        return (language,)
+    return (FALLBACK_LANGUAGE, *(lang for lang in SUPPORTED_LANGUAGES if lang != FALLBACK_LANGUAGE))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentences
+# ---------------------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_TERMINAL = re.compile(r"[.!?…]\s*$")
+_DIAGNOSIS_WORD = re.compile(r"(?<!\w)(\w{4,}(?:ite|itis))(?!\w)")
+
+
+@dataclass
+class _Sentence:
+    text: str
+    segments: list[int]
+    speaker: str
+    folded: str = ""
+    question: bool = False
+    hits: dict[str, int] = field(default_factory=dict)
+
+
+def _normalise_speaker(speaker: str) -> str:
+    key = speaker.strip().lower().removeprefix("speaker_")
+    return SPEAKER_ALIASES.get(key, "unspecified")
+
+
+def _split_text(text: str) -> list[str]:
+    """Split on sentence-ending punctuation, but not on an ellipsis or after an abbreviation.
+
+    An ellipsis in speech is a pause ("a temperatura... trinta e nove"), not the end of a thought.
+    """
+    pieces: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        before = text[start : match.start()]
+        if before.endswith("..") or before.endswith("…"):
+            continue
+        last_word = before.rstrip(".").rsplit(None, 1)[-1].lower() if before.strip(". ") else ""
+        if before.endswith(".") and last_word in ABBREVIATIONS:
+            continue
+        pieces.append(before)
+        start = match.end()
+    pieces.append(text[start:])
+    return [p.strip() for p in pieces if p.strip()]
+
+
+def _split_sentences(segments: Sequence[TranscriptSegment]) -> list[_Sentence]:
+    sentences: list[_Sentence] = []
+    pending: _Sentence | None = None
+    for index, segment in enumerate(segments):
+        speaker = _normalise_speaker(segment.speaker)
+        pieces = _split_text(segment.text)
+        if not pieces:
+            continue
+        if pending is not None and pending.speaker != speaker:
+            sentences.append(pending)
+            pending = None
+        for position, piece in enumerate(pieces):
+            if position == 0 and pending is not None:
+                pending.text = f"{pending.text} {piece}"
+                pending.segments.append(index)
+                current = pending
+                pending = None
+            else:
+                current = _Sentence(text=piece, segments=[index], speaker=speaker)
+            is_last = position == len(pieces) - 1
+            unfinished = not _TERMINAL.search(current.text)
+            if is_last and unfinished and len(current.text.split()) < MAX_JOINED_WORDS:
+                pending = current
+            else:
+                sentences.append(current)
+    if pending is not None:
+        sentences.append(pending)
+    return sentences
+
+
+def _analyse(sentence: _Sentence, lexicon: _Lexicon) -> None:
+    text = sentence.text.strip()
+    is_tagged = bool(lexicon.tag_question.search(text))
+    sentence.question = text.endswith("?") and not is_tagged
+    sentence.folded = _fold(text)
+    hits = {name: len(set(regex.findall(sentence.folded))) for name, regex in lexicon.signals.items()}
+    if lexicon.accented_instructions is not None:
+        spelled = unicodedata.normalize("NFC", text).casefold()
+        hits["instruction"] += len(set(lexicon.accented_instructions.findall(spelled)))
+    hits["drug"] = len(set(lexicon.drugs.findall(sentence.folded)))
+    hits["diagnosis_word"] = len(
+        {w for w in _DIAGNOSIS_WORD.findall(sentence.folded) if w not in DIAGNOSIS_SUFFIX_EXCEPTIONS}
+    )
+    sentence.hits = hits
+
+
+def _has_content(sentence: _Sentence, lexicon: _Lexicon) -> bool:
+    return any(w not in lexicon.greeting_words for w in _words(sentence.folded))
+
+
+def _clinical_word_count(segments: Sequence[TranscriptSegment], lexicon: _Lexicon) -> int:
+    return sum(len(_words(lexicon.greetings.sub(" ", _fold(s.text)))) for s in segments)
+
+
+def _content_words(folded: str, lexicon: _Lexicon) -> set[str]:
+    return {w for w in _words(folded) if len(w) > 2 and w not in lexicon.greeting_words}
+
+
+def _is_readback(sentences: Sequence[_Sentence], index: int, lexicon: _Lexicon) -> bool:
+    """A short sentence whose every word was just said: someone repeating a dose or a date back."""
+    sentence = sentences[index]
+    words = _content_words(sentence.folded, lexicon)
+    if not words or len(_words(sentence.folded)) > READBACK_MAX_WORDS:
+        return False
+    recent: set[str] = set()
+    for earlier in sentences[max(0, index - READBACK_WINDOW) : index]:
+        recent |= _content_words(earlier.folded, lexicon)
+    return words <= recent
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Phases:
+    """Where the clinical phase (examination onwards) and the treatment talk begin."""
+
+    exam_start: int
+    treatment_start: int
+
+    def of(self, index: int) -> str:
+        if index < self.exam_start:
+            return "history"
+        return "exam" if index < self.treatment_start else "treatment"
+
+
+def _is_finding(sentence: _Sentence) -> bool:
+    return bool(sentence.hits["exam"] or sentence.hits["vital"])
+
+
+def _phases(sentences: Sequence[_Sentence]) -> _Phases:
+    """Split the consultation into history, examination and treatment talk."""
+    clinician = [not s.question and s.speaker != "patient" for s in sentences]
+    exam_start = len(sentences)
+    for i, s in enumerate(sentences):
+        if not clinician[i]:
+            continue
+        if s.hits["vital"]:
+            exam_start = i
+            break
+        if s.hits["exam_marker"]:
+            following = range(i + 1, min(i + 4, len(sentences)))
+            # Only an announcement followed by findings starts the exam ("a ver, chiquita" does not).
+            if any(clinician[j] and _is_finding(sentences[j]) for j in following):
+                exam_start = i
+                break
+
+    def diagnoses_or_treats(i: int) -> bool:
+        h = sentences[i].hits
+        return clinician[i] and bool(h["assessment"] or h["diagnosis_word"] or (h["drug"] and h["dose"]))
+
+    if exam_start == len(sentences):
+        # No examination was spoken: the clinical phase starts with the first diagnosis or
+        # treatment, but never in the opening quarter, where such words are still history.
+        later = range(len(sentences) // 4, len(sentences))
+        exam_start = next((i for i in later if diagnoses_or_treats(i)), exam_start)
+    treatment_start = next(
+        (i for i in range(exam_start + 1, len(sentences)) if diagnoses_or_treats(i)), len(sentences)
+    )
+    return _Phases(exam_start=exam_start, treatment_start=treatment_start)
+
+
+def _scores(sentence: _Sentence, phase: str) -> dict[str, float]:
+    """How strongly a sentence belongs to each section, given the phase of the consultation."""
+    h = sentence.hits
+    scores: dict[str, float] = {}
+
+    medication_detail = h["dose"] + h["route"] + h["frequency"] + h["prescribing"]
+    if h["drug"] and medication_detail:
+        scores["prescriptions"] = 2 + h["drug"] + min(medication_detail, 3)
+    elif h["dose"] and (h["route"] or h["frequency"]):
+        # A product named in the previous breath ("quatro gotas na orelha, a cada doze horas").
+        scores["prescriptions"] = 1 + h["dose"] + h["route"] + h["frequency"]
+
+    # "Vamos examinar" / "vamos a pesarla" announce the examination; they are neither a finding
+    # nor a plan.
+    scores["physical_exam"] = max(h["exam"] + 2 * h["vital"] - h["exam_marker"], 0)
+    scores["plan"] = max(h["plan"] - h["exam_marker"], 0)
+    scores["assessment"] = 1.5 * h["assessment"] + 2 * h["diagnosis_word"]
+    scores["owner_instructions"] = h["instruction"] + h["urgent"]
+    follow_up = h["follow_up"] + 3 * h["interval"]
+    # "Come back straight away if..." is a warning sign for the owner, not a scheduled return.
+    scores["follow_up"] = 0 if h["urgent"] and not h["interval"] else follow_up
+    scores["anamnesis"] = h["history"] + h["complaint"]
+
+    if phase == "history":
+        # Medicines mentioned before the examination are what the patient already takes.
+        scores["anamnesis"] = 1.5 * scores["anamnesis"] + h["drug"] + h["dose"] + h["frequency"]
+        for label in ("prescriptions", "assessment", "plan", "owner_instructions", "follow_up"):
+            scores[label] = scores.get(label, 0) * 0.4
+        if not h["vital"]:
+            scores["physical_exam"] *= 0.4
+    else:
+        scores["anamnesis"] *= 0.4
+        if phase == "treatment" and not h["vital"]:
+            # Once the diagnosis is given, body parts are mostly where a treatment goes.
+            scores["physical_exam"] *= 0.5
+
+    if sentence.speaker == "patient":
+        scores = {k: v for k, v in scores.items() if k in PATIENT_SECTIONS}
+    return scores
+
+
+def _best(scores: dict[str, float]) -> str | None:
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], TIE_PRIORITY.index(kv[0])))
+    if not ranked or ranked[0][1] < 1:
+        return None
+    return ranked[0][0]
+
+
+def _chief_complaint(
+    sentences: Sequence[_Sentence], candidates: Sequence[int], exam_start: int
+) -> list[int]:
+    """Indices of the opening complaint: the first complaint statement and its continuation.
+
+    The complaint is the patient's or owner's (or an unattributed) statement; when speakers are
+    known, the patient's own words win. A clinician only contributes by naming the reason for the
+    visit before any complaint ("hoje é o retorno da dermatite").
+    """
+    opening = [i for i in candidates if i < exam_start]
+    complaints = [
+        i for i in opening if sentences[i].speaker != "doctor" and sentences[i].hits["complaint"]
+    ]
+    by_patient = [i for i in complaints if sentences[i].speaker == "patient"]
+    complaints = by_patient or complaints
+
+    chosen: list[int] = []
+    # A reason stated before the complaint leads it; one mentioned later is history.
+    reasons = [
+        i
+        for i in opening
+        if sentences[i].hits["visit_reason"]
+        and i < VISIT_REASON_OPENING_SENTENCES
+        and (not complaints or i < complaints[0])
+    ]
+    if reasons:
+        chosen.append(reasons[0])
+    if complaints:
+        first = complaints[0]
+        chosen.append(first)
+        turn = set(sentences[first].segments)
+        previous = first
+        # The complaint goes on while it stays complaint-like, in the same turn or right after.
+        for i in complaints[1:]:
+            continues = bool(turn & set(sentences[i].segments)) or i == previous + 1
+            if not continues or len(chosen) >= MAX_CHIEF_COMPLAINT_SENTENCES:
+                break
+            chosen.append(i)
+            previous = i
+    return chosen
+
+
+def _classify(sentences: Sequence[_Sentence], lexicon: _Lexicon) -> dict[str, list[int]]:
+    candidates = [
+        i
+        for i, s in enumerate(sentences)
+        if not s.question and _has_content(s, lexicon) and not _is_readback(sentences, i, lexicon)
+    ]
+    phases = _phases(sentences)
+    assigned: dict[str, list[int]] = {label: [] for label in SECTION_LABELS}
+
+    chief = _chief_complaint(sentences, candidates, phases.exam_start)
+    assigned["chief_complaint"] = chief
+    taken = set(chief)
+    for i in candidates:
+        if i in taken:
+            continue
+        label = _best(_scores(sentences[i], phases.of(i)))
+        if label is not None:
+            assigned[label].append(i)
+    return {label: idx for label, idx in assigned.items() if idx}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def _clean(text: str, lexicon: _Lexicon) -> str:
+    """Tidy a spoken sentence for the note without adding a word: trim openers and tags,
+    capitalise, end with a full stop."""
+    cleaned = text.strip().lstrip("¡¿-–—\"' ")
+    cleaned = lexicon.tag_question.sub("", cleaned)
+    # Openers can stack ("Então, olha, ele..."); stop when nothing is left to keep.
+    while True:
+        trimmed = lexicon.leading.sub("", cleaned, count=1).lstrip("¡¿ ")
+        if trimmed == cleaned or not re.search(r"\w", trimmed):
+            break
+        cleaned = trimmed
+    cleaned = cleaned.rstrip(" ,;:-–—")
+    cleaned = re.sub(r"!+$", ".", cleaned)
+    if not re.search(r"\w", cleaned):
+        return ""
+    if not _TERMINAL.search(cleaned):
+        cleaned += "."
+    return cleaned[0].upper() + cleaned[1:]
+
+
+def _render(
+    indices: Sequence[int], sentences: Sequence[_Sentence], lexicon: _Lexicon
+) -> tuple[str, list[int]]:
+    """Content of one section and the segments it came from."""
+    parts: list[str] = []
+    seen: set[str] = set()
+    segments: set[int] = set()
+    for i in indices:
+        text = _clean(sentences[i].text, lexicon)
+        # The same sentence said twice ("Sete dias." ... "Sete dias.") is written once.
+        if not text or _fold(text) in seen:
+            continue
+        parts.append(text)
+        seen.add(_fold(text))
+        segments.update(sentences[i].segments)
+    return " ".join(parts), sorted(segments)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def generate_note(
+    segments: list[TranscriptSegment],
+    language: str,
+    *,
+    domain: str = "veterinary",
+    min_words: int = DEFAULT_MIN_WORDS,
+) -> GeneratedNote:
+    """Write a sectioned note from a consultation transcript, using only what was said.
+
+    ``language`` is the consultation's language (pt, en or es; any other is titled in English and
+    matched against every keyword table). ``domain`` is ``"veterinary"`` or ``"human"`` and only
+    changes titles. Sections with nothing to say are left out; each section records the indices of
+    the segments its sentences came from.
+
+    Raises:
+        TranscriptTooShort: fewer than ``min_words`` words remain once greetings and courtesies
+            are removed, or no sentence belongs to any clinical section.
+        ValueError: ``domain`` is not a known domain.
+    """
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain: {domain!r}")
+    lang = normalise_language(language)
+    lexicon = _lexicon(_keyword_languages(lang))
+    lang = lang or FALLBACK_LANGUAGE
+
+    word_count = _clinical_word_count(segments, lexicon)
+    if word_count < min_words:
+        raise TranscriptTooShort(word_count, min_words)
+
+    sentences = _split_sentences(segments)
+    for sentence in sentences:
+        _analyse(sentence, lexicon)
+    assigned = _classify(sentences, lexicon)
+
+    sections: list[GeneratedSection] = []
+    for label in SECTION_LABELS:
+        if label not in assigned:
+            continue
+        content, sources = _render(assigned[label], sentences, lexicon)
+        if not content:
+            continue
+        sections.append(
+            GeneratedSection(
+                label=label,
+                title=title_for(label, lang, domain),
+                content=content,
+                order=len(sections) + 1,
+                source_segments=sources,
+            )
+        )
+    if not sections:
+        raise TranscriptTooShort(word_count, min_words, reason="no_clinical_content")
+    return GeneratedNote(language=lang, sections=sections, generator=GENERATOR_NAME)

@@ -1,0 +1,37 @@
+"""gRPC handlers of the note generation service: thin shells over :mod:`services.notegen.handlers`."""
+
+from __future__ import annotations
+
+import uuid
+
+from common.grpc_errors import ServiceError, abort
+from scribe.notegen.v1 import notegen_pb2 as pb
+from scribe.notegen.v1 import notegen_pb2_grpc
+from scribe.types.v1 import types_pb2 as types
+from services.notegen.handlers import NotegenHandlers
+
+
+class NotegenServicer(notegen_pb2_grpc.NoteGenServiceServicer):
+    def __init__(self, handlers: NotegenHandlers) -> None:
+        self.handlers = handlers
+
+    async def GenerateNote(self, request: pb.GenerateNoteRequest, context) -> pb.GenerateNoteResponse:
+        try:
+            note = self.handlers.generate_sync(request.transcript, request.domain)
+        except ServiceError as exc:
+            await abort(context, exc)
+        return pb.GenerateNoteResponse(
+            language=note.language,
+            generator=note.generator,
+            sections=[
+                types.NoteSection(
+                    id=str(uuid.uuid4()),
+                    label=s.label,
+                    title=s.title,
+                    content=s.content,
+                    order=s.order,
+                    source_segments=s.source_segments,
+                )
+                for s in note.sections
+            ],
+        )
