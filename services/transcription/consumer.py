@@ -1,0 +1,15 @@
+"""Transcription's event handlers: a new or re-driven run becomes a job when a worker is free."""
+
+from __future__ import annotations
+
+from common.messaging import Messaging
+from scribe.events.v1 import events_pb2 as ev
+from services.transcription.handlers import TranscriptionHandlers
+
+
+def build_consumer(messaging: Messaging, handlers: TranscriptionHandlers):
+    return messaging.consumer(
+        {ev.AudioIngested: handlers.on_audio_ingested},
+        max_records=1,
+        wait_for_capacity=handlers.wait_for_capacity,
+    )

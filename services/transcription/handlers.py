@@ -1,0 +1,353 @@
+"""Transcription's logic: a durable job per note run, worked by a pool off the event loop.
+
+The consumer turns ``AudioIngested`` into a queued job row (in the same transaction as its
+processed-event record) only when a worker is free, so the backlog stays in Kafka where consumer
+lag shows it and other replicas of the group can take it. Workers claim jobs with a lease they
+renew; a job whose worker died (lease expired) is taken over, one whose worker is shutting down is
+handed back. A finished job's ``TranscriptionCompleted`` / ``TranscriptionFailed`` is written in
+the same transaction as the transcript, and published again if a re-driven event asks for a run
+that is already done (the broker may have lost the first one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.blobstore import BlobNotFound, BlobStore
+from common.db import is_sqlite, utcnow
+from common.events import DecodedEvent, from_timestamp, timestamp
+from common.grpc_errors import ServiceError
+from common.logs import log_context
+from common.outbox import Outbox
+from scribe.events.v1 import events_pb2 as ev
+from scribe.types.v1 import types_pb2 as types
+from services.transcription.config import TranscriptionSettings
+from services.transcription.engine import NoSpeechError, Segment, TranscriptionCancelled, WhisperEngine
+from services.transcription.models import JobRow
+
+log = logging.getLogger(__name__)
+
+
+def segment_to_dict(segment: Segment) -> dict:
+    return {
+        "start_ms": segment.start_ms,
+        "end_ms": segment.end_ms,
+        "text": segment.text,
+        "speaker": "unspecified",
+        "confidence": round(math.exp(segment.avg_logprob), 4) if segment.avg_logprob is not None else 0.0,
+    }
+
+
+_SPEAKERS = {"doctor": types.SPEAKER_DOCTOR, "patient": types.SPEAKER_PATIENT}
+
+
+def segment_to_proto(segment: dict) -> types.TranscriptSegment:
+    return types.TranscriptSegment(
+        start_ms=segment["start_ms"],
+        end_ms=segment["end_ms"],
+        text=segment["text"],
+        speaker=_SPEAKERS.get(segment.get("speaker", ""), types.SPEAKER_UNSPECIFIED),
+        confidence=segment.get("confidence", 0.0),
+    )
+
+
+def transcript_proto(job: JobRow) -> types.Transcript:
+    return types.Transcript(
+        language=job.language, duration_ms=job.duration_ms, segments=[segment_to_proto(s) for s in job.segments]
+    )
+
+
+class TranscriptionHandlers:
+    def __init__(
+        self,
+        settings: TranscriptionSettings,
+        session_maker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        blobs: BlobStore,
+        engine: WhisperEngine,
+        database_url: str,
+    ) -> None:
+        self.settings = settings
+        self.session_maker = session_maker
+        self.outbox = outbox
+        self.blobs = blobs
+        self.engine = engine
+        self.worker_id = f"{settings.service_name}-{uuid.uuid4().hex[:12]}"
+        self.concurrency = settings.num_workers
+        self._skip_locked = not is_sqlite(database_url)
+        self._active: set[str] = set()
+        self._changed = asyncio.Condition()
+        self._stopping = False
+        self._workers: list[asyncio.Task] = []
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def on_audio_ingested(self, session: AsyncSession, event: DecodedEvent) -> None:
+        payload: ev.AudioIngested = event.payload
+        envelope = event.envelope
+        job = await session.get(JobRow, payload.run.run_id)
+        if job is None:
+            session.add(
+                JobRow(
+                    run_id=payload.run.run_id,
+                    note_id=envelope.note_id,
+                    tenant_id=envelope.tenant_id,
+                    attempt=payload.run.attempt or 1,
+                    requested_at=from_timestamp(payload.run.requested_at),
+                    blob_key=payload.audio.blob_key,
+                    audio_duration_ms=payload.audio.duration_ms,
+                    language_hint=payload.note.language_hint,
+                    status="queued",
+                    tries=0,
+                    created_at=utcnow(),
+                    segments=[],
+                )
+            )
+            session.sync_session.info.setdefault("after_commit", []).append(self._poke)
+            return
+        # A re-driven run we already finished: the broker may have lost our answer, say it again.
+        if job.status == "completed":
+            await self._announce_completed(session, job)
+        elif job.status == "failed":
+            await self._announce_failed(session, job)
+
+    def _poke(self) -> None:
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_capacity(self) -> None:
+        """Block the consumer until a worker is free and nothing already queued waits for it."""
+        while not self._stopping:
+            if len(self._active) < self.concurrency and await self._queued_count() == 0:
+                return
+            async with self._changed:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+
+    async def _queued_count(self) -> int:
+        async with self.session_maker() as session:
+            return int(await session.scalar(select(func.count()).where(JobRow.status == "queued")) or 0)
+
+    # -- workers ----------------------------------------------------------------------------
+
+    async def recover_orphans(self) -> int:
+        """With a single-replica database (SQLite), jobs left running belong to a dead process."""
+        if self._skip_locked:
+            return 0  # shared database: other replicas may own them; their leases will tell
+        async with self.session_maker() as session, session.begin():
+            result = await session.execute(
+                update(JobRow).where(JobRow.status == "running").values(status="queued", owner=None, lease_until=None)
+            )
+        return result.rowcount or 0
+
+    def start_workers(self) -> None:
+        self._workers = [
+            asyncio.create_task(self._work_loop(), name=f"transcription-worker-{i}") for i in range(self.concurrency)
+        ]
+
+    async def _work_loop(self) -> None:
+        while not self._stopping:
+            try:
+                job = await self._claim()
+            except Exception:
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                async with self._changed:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 2.0)
+                continue
+            self._active.add(job.run_id)
+            try:
+                with log_context(note_id=job.note_id, tenant_id=job.tenant_id, run_id=job.run_id):
+                    await self._run(job)
+            finally:
+                self._active.discard(job.run_id)
+                await self._notify()
+
+    async def _claim(self) -> JobRow | None:
+        """Take the oldest queued job, or a running one whose worker stopped renewing its lease."""
+        now = utcnow()
+        async with self.session_maker() as session, session.begin():
+            query = (
+                select(JobRow.run_id)
+                .where(or_(JobRow.status == "queued", (JobRow.status == "running") & (JobRow.lease_until < now)))
+                .order_by(JobRow.created_at)
+                .limit(5)
+            )
+            if self._skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            for run_id in (await session.scalars(query)).all():
+                claimed = await session.execute(
+                    update(JobRow)
+                    .where(JobRow.run_id == run_id)
+                    .where(or_(JobRow.status == "queued", (JobRow.status == "running") & (JobRow.lease_until < now)))
+                    .values(
+                        status="running",
+                        owner=self.worker_id,
+                        lease_until=now + dt.timedelta(seconds=self.settings.job_lease_s),
+                        started_at=now,
+                        tries=JobRow.tries + 1,
+                    )
+                )
+                if claimed.rowcount != 1:
+                    continue
+                job = await session.get(JobRow, run_id)
+                await self.outbox.enqueue(
+                    session,
+                    ev.TranscriptionStarted(run=self._run_ref(job)),
+                    tenant_id=job.tenant_id,
+                    note_id=job.note_id,
+                )
+                return job
+        return None
+
+    async def _run(self, job: JobRow) -> None:
+        renew = asyncio.create_task(self._renew_lease(job.run_id))
+        try:
+            try:
+                path = await self.blobs.local_path(job.blob_key)
+            except BlobNotFound:
+                await self._finish_failed(job, "AUDIO_MISSING", "The note's audio is no longer in the blob store")
+                return
+            result = await asyncio.to_thread(
+                self.engine.transcribe,
+                Path(path),
+                job.language_hint or None,
+                None,
+                lambda: self._stopping,
+            )
+        except TranscriptionCancelled:
+            await self._hand_back(job)
+            return
+        except NoSpeechError:
+            await self._finish_failed(job, "NO_SPEECH", "No speech was found in the audio")
+            return
+        except Exception as exc:
+            log.exception("transcription failed", extra={"try": job.tries})
+            if job.tries >= self.settings.max_job_tries:
+                await self._finish_failed(
+                    job, "TRANSCRIPTION_ERROR", f"Transcription failed {job.tries} times ({type(exc).__name__})"
+                )
+            else:
+                await self._hand_back(job)
+            return
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+        async with self.session_maker() as session, session.begin():
+            row = await session.get(JobRow, job.run_id)
+            if row is None or row.owner != self.worker_id or row.status != "running":
+                return  # our lease lapsed and another worker took it over
+            row.status = "completed"
+            row.finished_at = utcnow()
+            row.language = result.language
+            row.duration_ms = result.duration_ms
+            row.segments = [segment_to_dict(s) for s in result.segments]
+            row.owner = None
+            row.lease_until = None
+            await self._announce_completed(session, row)
+        log.info("transcribed", extra={"segments": len(result.segments), "language": result.language})
+
+    async def _renew_lease(self, run_id: str) -> None:
+        interval = self.settings.job_lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                async with self.session_maker() as session, session.begin():
+                    await session.execute(
+                        update(JobRow)
+                        .where(JobRow.run_id == run_id, JobRow.owner == self.worker_id)
+                        .values(lease_until=utcnow() + dt.timedelta(seconds=self.settings.job_lease_s))
+                    )
+
+    async def _hand_back(self, job: JobRow) -> None:
+        async with self.session_maker() as session, session.begin():
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.run_id == job.run_id, JobRow.owner == self.worker_id)
+                .values(status="queued", owner=None, lease_until=None)
+            )
+        log.info("job handed back")
+
+    async def _finish_failed(self, job: JobRow, code: str, message: str) -> None:
+        async with self.session_maker() as session, session.begin():
+            row = await session.get(JobRow, job.run_id)
+            if row is None or row.owner != self.worker_id:
+                return
+            row.status = "failed"
+            row.finished_at = utcnow()
+            row.failure_code = code
+            row.failure_message = message
+            row.owner = None
+            row.lease_until = None
+            await self._announce_failed(session, row)
+        log.info("transcription failed", extra={"failure_code": code})
+
+    async def _announce_completed(self, session: AsyncSession, job: JobRow) -> None:
+        await self.outbox.enqueue(
+            session,
+            ev.TranscriptionCompleted(run=self._run_ref(job), transcript=transcript_proto(job)),
+            tenant_id=job.tenant_id,
+            note_id=job.note_id,
+        )
+
+    async def _announce_failed(self, session: AsyncSession, job: JobRow) -> None:
+        await self.outbox.enqueue(
+            session,
+            ev.TranscriptionFailed(
+                run=self._run_ref(job), failure=types.Failure(code=job.failure_code, message=job.failure_message)
+            ),
+            tenant_id=job.tenant_id,
+            note_id=job.note_id,
+        )
+
+    @staticmethod
+    def _run_ref(job: JobRow) -> types.RunRef:
+        return types.RunRef(run_id=job.run_id, attempt=job.attempt, requested_at=timestamp(job.requested_at))
+
+    async def stop_workers(self) -> None:
+        """Ask running transcriptions to stop at the next segment and hand their jobs back."""
+        self._stopping = True
+        await self._notify()
+        if self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_transcript(self, tenant_id: str, note_id: str) -> tuple[types.RunRef, types.Transcript]:
+        async with self.session_maker() as session:
+            job = await session.scalar(
+                select(JobRow)
+                .where(JobRow.note_id == note_id, JobRow.status == "completed")
+                .order_by(JobRow.attempt.desc())
+                .limit(1)
+            )
+        if job is None:
+            raise ServiceError(grpc.StatusCode.NOT_FOUND, "TRANSCRIPT_NOT_FOUND", "No transcript for this note")
+        if job.tenant_id != tenant_id:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED, "NOTE_ACCESS_DENIED", "Note does not belong to current tenant"
+            )
+        return self._run_ref(job), transcript_proto(job)
+
+    def transcribe_direct(
+        self, path: Path, language: str | None, on_segment: Callable[[Segment, float], None], should_stop
+    ):
+        """Blocking: used by the Transcribe RPC in a worker thread."""
+        return self.engine.transcribe(path, language, on_segment, should_stop)

@@ -1,0 +1,50 @@
+"""Transcription's own tables: one job per note run (with its transcript) and the messaging tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.db import UTCDateTime
+from common.outbox import messaging_tables
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class JobRow(Base):
+    """A run of a note to transcribe: queued -> running -> completed | failed."""
+
+    __tablename__ = "transcription_jobs"
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    note_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    blob_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    audio_duration_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    language_hint: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    tries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    language: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    duration_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    segments: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    failure_code: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    failure_message: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
+
+    __table_args__ = (
+        Index("ix_jobs_note", "note_id"),
+        Index("ix_jobs_claim", "status", "created_at"),
+    )
+
+
+MESSAGING = messaging_tables(Base.metadata)

@@ -1,0 +1,99 @@
+"""gRPC handlers of the transcription service: thin shells over the engine and the job store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from common.blobstore import BlobNotFound, BlobStore
+from common.grpc_errors import ServiceError, abort
+from scribe.transcription.v1 import transcription_pb2 as pb
+from scribe.transcription.v1 import transcription_pb2_grpc
+from services.transcription.engine import NoSpeechError, Segment, UnsupportedLanguageError
+from services.transcription.handlers import TranscriptionHandlers, segment_to_dict, segment_to_proto
+
+_DONE = object()
+
+
+class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer):
+    def __init__(self, handlers: TranscriptionHandlers, blobs: BlobStore, max_audio_bytes: int) -> None:
+        self.handlers = handlers
+        self.blobs = blobs
+        self.max_audio_bytes = max_audio_bytes
+
+    async def Transcribe(self, request: pb.TranscribeRequest, context):
+        """Stream the info, then each segment as the model decodes it."""
+        source = request.WhichOneof("source")
+        staged: Path | None = None
+        try:
+            if source == "audio":
+                if len(request.audio) > self.max_audio_bytes:
+                    raise ServiceError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE", "audio over the size limit"
+                    )
+                handle, name = tempfile.mkstemp(prefix="rpc-", dir=self.blobs.staging_dir())
+                with open(handle, "wb") as out:
+                    out.write(request.audio)
+                staged = path = Path(name)
+            elif source == "blob_key":
+                try:
+                    path = await self.blobs.local_path(request.blob_key)
+                except (BlobNotFound, ValueError):
+                    raise ServiceError(grpc.StatusCode.NOT_FOUND, "AUDIO_NOT_FOUND", "no such audio") from None
+            else:
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "audio or blob_key required")
+
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue = asyncio.Queue()
+            cancelled = False
+
+            def on_info(language: str, probability: float, duration_ms: int) -> None:
+                info = pb.TranscriptionInfo(language=language, language_probability=probability, duration_ms=duration_ms)
+                loop.call_soon_threadsafe(queue.put_nowait, pb.TranscribeResponse(info=info))
+
+            def on_segment(segment: Segment, progress: float) -> None:
+                item = pb.TranscribeResponse(segment=segment_to_proto(segment_to_dict(segment)), progress=progress)
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+            async def run() -> None:
+                try:
+                    await asyncio.to_thread(
+                        self.handlers.engine.transcribe,
+                        path,
+                        request.language_hint or None,
+                        on_segment,
+                        lambda: cancelled or context.cancelled(),
+                        on_info,
+                    )
+                finally:
+                    queue.put_nowait(_DONE)
+
+            task = asyncio.create_task(run())
+            try:
+                while (item := await queue.get()) is not _DONE:
+                    yield item
+                await task
+            finally:
+                cancelled = True
+                with contextlib.suppress(Exception):
+                    await task
+        except NoSpeechError:
+            await abort(context, ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "NO_SPEECH", "No speech was found"))
+        except UnsupportedLanguageError as exc:
+            await abort(context, ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_LANGUAGE", str(exc)))
+        except ServiceError as exc:
+            await abort(context, exc)
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+
+    async def GetTranscript(self, request: pb.GetTranscriptRequest, context) -> pb.GetTranscriptResponse:
+        try:
+            run, transcript = await self.handlers.get_transcript(request.tenant_id, request.note_id)
+        except ServiceError as exc:
+            await abort(context, exc)
+        return pb.GetTranscriptResponse(run=run, transcript=transcript)
