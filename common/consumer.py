@@ -71,6 +71,9 @@ class EventConsumer:
         self._task: asyncio.Task | None = None
         # True while an event is being applied: shutdown waits for it instead of cancelling.
         self._busy = False
+        # Offsets this consumer committed, to notice a broker that lost them (tansu's memory engine).
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_offset_check = 0.0
         self.applied_total = 0
         self.connected = asyncio.Event()
 
@@ -107,6 +110,7 @@ class EventConsumer:
             await self.wait_for_capacity()
             if self._stopping:
                 return
+        await self._check_offsets_survived()
         batch = await self._consumer.getmany(timeout_ms=500, max_records=self.max_records)
         for tp, records in batch.items():
             for record in records:
@@ -117,8 +121,32 @@ class EventConsumer:
                     await self._apply(record)
                     with contextlib.suppress(CommitFailedError):
                         await self._consumer.commit({tp: record.offset + 1})
+                        self._committed[tp] = record.offset + 1
                 finally:
                     self._busy = False
+
+    async def _check_offsets_survived(self, every_s: float = 3.0) -> None:
+        """Replay a partition from its start when the broker forgot our commits or its messages.
+
+        A restarted in-memory broker starts every topic at offset 0 again; left alone, this consumer
+        would skip new messages until they pass its old position. Replaying is safe: applied events
+        are recorded, so they are skipped.
+        """
+        now = asyncio.get_running_loop().time()
+        if now - self._last_offset_check < every_s or self._consumer is None:
+            return
+        self._last_offset_check = now
+        consumer = self._consumer
+        for tp in list(consumer.assignment()):
+            ours = self._committed.get(tp)
+            if ours is None:
+                continue
+            committed = await consumer.committed(tp)
+            highwater = consumer.highwater(tp)
+            if committed is None or committed < ours or (highwater is not None and highwater < ours):
+                log.warning("consumer %s: broker lost offsets of %s; replaying it", self.name, tp)
+                consumer.seek_to_beginning(tp)
+                self._committed.pop(tp, None)
 
     async def _apply(self, record: ConsumerRecord) -> None:
         try:
@@ -234,6 +262,7 @@ class EventConsumer:
 
     async def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
+        self._committed.clear()
         self.connected.clear()
         if consumer is not None:
             with contextlib.suppress(KafkaError, Exception):

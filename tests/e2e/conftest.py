@@ -1,0 +1,44 @@
+"""End-to-end fixtures: the speech model assembled once per session, consultation audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.transcription.model import ensure_default_model
+from tests.support.speech import concat_wavs, synthesize
+
+PT_TURNS = [
+    ("doctor", "Bom dia. O que aconteceu com o Rex?"),
+    ("patient", "Doutora, o meu cachorro está vomitando há três dias e não quer comer."),
+    ("doctor", "Vamos examinar. A temperatura está em trinta e nove graus e o peso é de doze quilos."),
+    ("doctor", "Vou receitar amoxicilina duas vezes ao dia durante sete dias. Retorno em uma semana."),
+]
+EN_TURNS = [
+    ("doctor", "Good morning. What brings you in today?"),
+    ("patient", "I have had a bad cough and a fever for five days."),
+    ("doctor", "Your temperature is thirty eight degrees. Your lungs sound clear."),
+    ("doctor", "I will prescribe ibuprofen twice a day for five days. Come back in one week if it is not better."),
+]
+VOICES = {"pt": {"doctor": "pt+f3", "patient": "pt+m3"}, "en": {"doctor": "en-us+f3", "patient": "en-us+m3"}}
+
+
+def render(turns, language: str, out: Path) -> Path:
+    parts = []
+    for index, (speaker, text) in enumerate(turns):
+        parts.append(
+            synthesize(text, language, out.parent / f"{out.stem}-{index}.wav", voice=VOICES[language][speaker], speed_wpm=140)
+        )
+    return concat_wavs(parts, out, gap_ms=500)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return ensure_default_model(tmp_path_factory.mktemp("model") / "whisper-base")
+
+
+@pytest.fixture(scope="session")
+def consultation_audio(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("speech")
+    return {"pt": render(PT_TURNS, "pt", folder / "pt.wav"), "en": render(EN_TURNS, "en", folder / "en.wav")}
