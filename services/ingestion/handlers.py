@@ -144,6 +144,8 @@ class IngestionHandlers:
                     f"{field} is longer than {MAX_TEXT} characters",
                     {"field": field},
                 )
+        if len(metadata.note.language_hint) > 16:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "language is not a language code")
         if len(metadata.note.metadata) > 100:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "metadata has over 100 items")
 

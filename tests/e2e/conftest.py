@@ -21,14 +21,18 @@ EN_TURNS = [
     ("doctor", "Your temperature is thirty eight degrees. Your lungs sound clear."),
     ("doctor", "I will prescribe ibuprofen twice a day for five days. Come back in one week if it is not better."),
 ]
-VOICES = {"pt": {"doctor": "pt+f3", "patient": "pt+m3"}, "en": {"doctor": "en-us+f3", "patient": "en-us+m3"}}
+# Whisper base drops espeak-ng's Brazilian and female Portuguese voices as no speech (their
+# confidence sits on the threshold); the European male voice at 130 wpm comes through.
+VOICES = {"pt": {"doctor": "pt+m3", "patient": "pt+m3"}, "en": {"doctor": "en-us+f3", "patient": "en-us+m3"}}
+SPEED_WPM = {"pt": 130, "en": 150}
 
 
 def render(turns, language: str, out: Path) -> Path:
     parts = []
     for index, (speaker, text) in enumerate(turns):
         parts.append(
-            synthesize(text, language, out.parent / f"{out.stem}-{index}.wav", voice=VOICES[language][speaker], speed_wpm=140)
+            synthesize(text, language, out.parent / f"{out.stem}-{index}.wav", voice=VOICES[language][speaker],
+                       speed_wpm=SPEED_WPM[language])
         )
     return concat_wavs(parts, out, gap_ms=500)
 

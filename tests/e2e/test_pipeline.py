@@ -47,8 +47,8 @@ def words(text: str) -> str:
 @pytest.mark.parametrize(
     "language, heard, in_sections",
     [
-        ("pt", ["três dias", "temperatura", "quilos"], {"physical_exam": ["temperatura"]}),
-        ("en", ["cough", "fever", "temperature", "ibuprofen"], {"physical_exam": ["temperature"], "prescriptions": ["ibuprofen"]}),
+        ("pt", ["bom dia", "cachorro", "quilos", "graus"], {"physical_exam": ["quilos"]}),
+        ("en", ["fever", "temperature", "ibuprofen"], {"physical_exam": ["temperature"], "prescriptions": ["ibuprofen"]}),
     ],
 )
 def test_upload_becomes_note_with_transcript_and_sections(system, consultation_audio, language, heard, in_sections):

@@ -1,0 +1,158 @@
+"""The gateway's composition root: ``create_app(settings)`` builds the FastAPI application.
+
+Nothing is opened at import or in ``create_app``; the lifespan migrates the database, makes sure
+the default tenant and its admin key exist, and opens one long-lived gRPC channel per backend,
+then closes them all on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.db import create_engine, migrate, session_factory
+from gateway.backends import Backends
+from gateway.config import GatewaySettings
+from gateway.errors import BodySizeLimitMiddleware, install_error_handlers
+from gateway.keys import ApiKeyStore
+from gateway.routes import health, notes
+from gateway.uploads import FORM_OVERHEAD_BYTES
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+DESCRIPTION = """\
+Scribe's public Notes API: upload a consultation's audio, get back its transcript and a
+structured clinical note.
+
+Authenticate every call with the `X-API-KEY` header. Successes answer `{"data", "meta"}`;
+every error answers `{"error", "message", "code", "details"}`.
+"""
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    """The gateway application; serving it runs the lifespan that opens the database and channels."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        missing = [name for name, address in settings.backend_addresses().items() if not address]
+        if missing:
+            raise RuntimeError(f"backend address missing: {', '.join(missing)}")
+        url = settings.resolved_database_url()
+        await migrate(url, MIGRATIONS)
+        engine = create_engine(url)
+        backends: Backends | None = None
+        try:
+            key_store = ApiKeyStore(session_factory(engine))
+            bootstrap_key = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
+            await key_store.bootstrap(bootstrap_key)
+            backends = Backends.open(settings)
+            log.info("gateway ready", extra={"backends": settings.backend_addresses()})
+            # On app.state rather than lifespan state so that any ASGI harness that enters the
+            # lifespan (uvicorn, or a test's lifespan_context) gives routes the same objects.
+            app.state.backends, app.state.key_store, app.state.engine = backends, key_store, engine
+            yield
+        finally:
+            if backends is not None:
+                await backends.close()
+            await engine.dispose()
+            log.info("gateway stopped")
+
+    app = FastAPI(
+        title="Scribe Notes API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(notes.router)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        limit=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        audio_limit=settings.max_upload_bytes,
+    )
+    app.add_middleware(AccessLogMiddleware)
+    _document_errors_as_answered(app)
+    return app
+
+
+def _document_errors_as_answered(app: FastAPI) -> None:
+    """Make the OpenAPI document describe errors as the gateway really answers them.
+
+    FastAPI adds a 422 ``HTTPValidationError`` to every route with parameters, but validation
+    errors are answered 400 in the envelope, which each route documents itself; and it files the
+    error envelope of a plain-text route (the transcript) under text/plain, though errors are
+    always JSON.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.get("responses", {})
+                default = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+                if default.get("$ref", "").endswith("/HTTPValidationError"):
+                    del responses["422"]
+                for response in responses.values():
+                    content = response.get("content", {})
+                    plain = content.get("text/plain", {}).get("schema", {})
+                    if plain.get("$ref", "").endswith("/ErrorResponse"):
+                        content["application/json"] = content.pop("text/plain")
+        components = schema.get("components", {}).get("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class AccessLogMiddleware:
+    """One log line per request: method, route template, status, duration.
+
+    The route template, not the URL: query strings carry patient names (``?name=Rex``), which
+    must not reach the logs.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = scope.get("route")
+            log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "route": getattr(route, "path", None) or "unmatched",
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
