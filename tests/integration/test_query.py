@@ -37,7 +37,7 @@ from services.query.config import QuerySettings
 from services.query.server import QueryService, build_service
 from tests.conftest import _fresh_postgres_database, _require_postgres
 from tests.support.audio import write_tone
-from tests.support.events import EventPublisher, wait_consumed
+from tests.support.event_publisher import EventPublisher, wait_consumed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -63,6 +63,9 @@ async def _database(backend: str, directory: Path) -> AsyncIterator[str]:
 
 def _query_settings(directory: Path, database_url: str, broker: str, prefix: str, **overrides) -> QuerySettings:
     values = {
+        # A consumer group of its own per service started here: tansu hands a restarted group its
+        # partitions only after the previous member's session expires, which would cost seconds.
+        "service_name": f"query-{prefix}",
         "data_dir": directory,
         "database_url": database_url,
         "kafka_bootstrap": broker,
@@ -74,11 +77,9 @@ def _query_settings(directory: Path, database_url: str, broker: str, prefix: str
     return QuerySettings(**{**values, **overrides})
 
 
-async def _started(settings: QuerySettings) -> QueryService:
-    service = await build_service(settings)
+async def _connected(service: QueryService) -> None:
     # Topics exist once the consumer is connected: events published before would auto-create them.
-    await asyncio.wait_for(service.consumer.connected.wait(), 20)
-    return service
+    await asyncio.wait_for(service.consumer.connected.wait(), 30)
 
 
 @dataclass
@@ -88,6 +89,10 @@ class Stack:
     ingestion: ingestion_pb2_grpc.IngestionServiceStub
     publisher: EventPublisher
     broker: str
+
+    @property
+    def group(self) -> str:
+        return self.query.consumer.name
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -102,10 +107,9 @@ def backend(request, postgres_reason) -> str:
 async def stack(backend: str, broker: str, tmp_path_factory) -> AsyncIterator[Stack]:
     directory = tmp_path_factory.mktemp(f"query-{backend}")
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    async with (
-        _database(backend, directory / "query") as query_db,
-        _database(backend, directory / "ingestion") as ingestion_db,
-    ):
+    async with contextlib.AsyncExitStack() as cleanup:
+        query_db = await cleanup.enter_async_context(_database(backend, directory / "query"))
+        ingestion_db = await cleanup.enter_async_context(_database(backend, directory / "ingestion"))
         # Nothing listens on this broker port: ingestion's events stay in its outbox, as when the
         # relay lags behind a 201, and query can only learn of its uploads by asking it.
         ingestion = await build_ingestion(
@@ -117,32 +121,28 @@ async def stack(backend: str, broker: str, tmp_path_factory) -> AsyncIterator[St
                 shutdown_grace_s=2,
             )
         )
-        query = await _started(
+        cleanup.push_async_callback(ingestion.runtime.shutdown, "tests over")
+        query = await build_service(
             _query_settings(
-                directory / "query",
-                query_db,
-                broker,
-                prefix,
-                ingestion_addr=f"127.0.0.1:{ingestion.runtime.port}",
+                directory / "query", query_db, broker, prefix, ingestion_addr=f"127.0.0.1:{ingestion.runtime.port}"
             )
         )
+        cleanup.push_async_callback(query.runtime.shutdown, "tests over")
+        await _connected(query)
         publisher = EventPublisher(broker, prefix)
         await publisher.start()
+        cleanup.push_async_callback(publisher.stop)
         query_channel = grpc.aio.insecure_channel(f"127.0.0.1:{query.runtime.port}")
+        cleanup.push_async_callback(query_channel.close)
         ingestion_channel = grpc.aio.insecure_channel(f"127.0.0.1:{ingestion.runtime.port}")
-        try:
-            yield Stack(
-                query,
-                query_pb2_grpc.QueryServiceStub(query_channel),
-                ingestion_pb2_grpc.IngestionServiceStub(ingestion_channel),
-                publisher,
-                broker,
-            )
-        finally:
-            await publisher.stop()
-            await query_channel.close()
-            await ingestion_channel.close()
-            await asyncio.gather(query.runtime.shutdown("tests over"), ingestion.runtime.shutdown("tests over"))
+        cleanup.push_async_callback(ingestion_channel.close)
+        yield Stack(
+            query,
+            query_pb2_grpc.QueryServiceStub(query_channel),
+            ingestion_pb2_grpc.IngestionServiceStub(ingestion_channel),
+            publisher,
+            broker,
+        )
 
 
 @pytest.fixture
@@ -301,7 +301,7 @@ async def test_out_of_order_events_end_completed_with_note_facts(stack: Stack, t
     assert note.info.name == "" and len(note.sections) == 2  # created from what NoteGenerated carries
 
     late = await _publish(stack, story, story.started(), story.ingested(), story.transcribed())
-    await wait_consumed(stack.broker, "query", [record for _, record in late])
+    await wait_consumed(stack.broker, stack.group, [record for _, record in late])
     note = await _note_when(stack, story, lambda n: True)
     assert note.status == COMPLETED
     assert note.info.name == "Thor" and from_timestamp(note.created_at) == story.created_at
@@ -318,7 +318,7 @@ async def test_redelivered_and_redriven_events_change_nothing(stack: Stack, tena
 
     records = [await stack.publisher.send(envelope) for envelope, _ in published]  # same event ids
     records += [(await stack.publisher.redrive(envelope))[1] for envelope, _ in published]  # new event ids
-    await wait_consumed(stack.broker, "query", records)
+    await wait_consumed(stack.broker, stack.group, records)
 
     after = await _note_when(stack, story, lambda n: True)
     assert after.status == COMPLETED
@@ -337,7 +337,7 @@ async def test_failure_is_kept_with_its_reason(stack: Stack, tenant: str):
 
     # A late (re-driven) start of the same run does not bring a failed note back to processing.
     late = await _publish(stack, story, story.started(), story.ingested())
-    await wait_consumed(stack.broker, "query", [record for _, record in late])
+    await wait_consumed(stack.broker, stack.group, [record for _, record in late])
     assert await _status(stack, tenant, story.note_id) == (FAILED, False)
     listed = await stack.stub.ListNotes(pb.ListNotesRequest(tenant_id=tenant, status=FAILED))
     assert [(n.note_id, n.failure.code) for n in listed.notes] == [(story.note_id, "NO_SPEECH")]
@@ -358,7 +358,7 @@ async def test_retry_resets_the_run_and_ignores_the_superseded_one(stack: Stack,
 
     # The first run's events, re-driven late, no longer count.
     late = [await stack.publisher.redrive(envelope) for envelope, _ in first_run]
-    await wait_consumed(stack.broker, "query", [record for _, record in late])
+    await wait_consumed(stack.broker, stack.group, [record for _, record in late])
     note = await _note_when(stack, story, lambda n: True)
     assert (note.status, note.run.attempt) == (PROCESSING, 2) and not note.sections
 
@@ -521,11 +521,12 @@ async def test_unknown_note_is_not_found_within_the_bound_when_ingestion_is_down
             ingestion_addr=f"127.0.0.1:{free_port()}",
             read_your_writes_wait_s=wait_s,
         )
-        query = await _started(settings)
+        query = await build_service(settings)
         publisher = EventPublisher(broker, topic_prefix)
-        await publisher.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{query.runtime.port}")
         try:
+            await _connected(query)
+            await publisher.start()
             stub = query_pb2_grpc.QueryServiceStub(channel)
             loop = asyncio.get_running_loop()
             started = loop.time()

@@ -92,6 +92,9 @@ def wait_terminal(client: httpx.Client, note_id: str, timeout_s: float = 240) ->
     status = "?"
     while time.monotonic() < deadline:
         response = client.get(f"/notes/v1/notes/{note_id}/status")
+        if response.status_code == 503:  # a backend restarting: the envelope says try again shortly
+            time.sleep(0.5)
+            continue
         assert response.status_code == 200, response.text
         status = response.json()["data"]["status"]
         if status in ("completed", "failed"):
