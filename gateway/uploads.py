@@ -31,7 +31,7 @@ class NoteFields(BaseModel):
     """The form's text fields, validated."""
 
     name: str = Field(default="", max_length=MAX_TEXT)
-    gender: str = Field(default="", max_length=MAX_TEXT)
+    gender: str = Field(default="", max_length=32)
     external_id: str = Field(default="", max_length=MAX_TEXT)
     metadata: list[tuple[str, str]] = Field(default_factory=list, max_length=MAX_METADATA_ITEMS)
     language: str = ""

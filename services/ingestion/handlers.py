@@ -135,13 +135,14 @@ class IngestionHandlers:
     def _validate_metadata(self, metadata: pb.UploadMetadata) -> None:
         if not metadata.tenant_id:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "tenant_id is required")
-        fields = {"name": metadata.note.name, "gender": metadata.note.gender, "external_id": metadata.note.external_id}
-        for field, value in fields.items():
-            if len(value) > MAX_TEXT:
+        fields = {"name": (metadata.note.name, MAX_TEXT), "gender": (metadata.note.gender, 32),
+                  "external_id": (metadata.note.external_id, MAX_TEXT)}
+        for field, (value, limit) in fields.items():
+            if len(value) > limit:
                 raise ServiceError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "VALIDATION_ERROR",
-                    f"{field} is longer than {MAX_TEXT} characters",
+                    f"{field} is longer than {limit} characters",
                     {"field": field},
                 )
         if len(metadata.note.language_hint) > 16:

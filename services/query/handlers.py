@@ -234,7 +234,7 @@ def merge_event(row: NoteRow, payload: Message, occurred_at: dt.datetime) -> Non
     _apply_run_event(row, payload)
 
 
-def _new_row_values(envelope: ev.EventEnvelope, payload: Message, occurred_at: dt.datetime) -> dict[str, Any]:
+def initial_row_values(envelope: ev.EventEnvelope, payload: Message, occurred_at: dt.datetime) -> dict[str, Any]:
     """The row of a note seen for the first time, before its first event is merged in."""
     run = payload.run
     created_at = occurred_at
@@ -295,7 +295,7 @@ class NoteProjection:
         # the winner's row instead of failing.
         await session.execute(
             dialect.insert(NoteRow)
-            .values(**_new_row_values(envelope, payload, occurred_at))
+            .values(**initial_row_values(envelope, payload, occurred_at))
             .on_conflict_do_nothing(index_elements=[NoteRow.note_id])
         )
         row = await session.get(NoteRow, envelope.note_id, with_for_update=True, populate_existing=True)

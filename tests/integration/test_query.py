@@ -348,7 +348,7 @@ async def test_retry_resets_the_run_and_ignores_the_superseded_one(stack: Stack,
     first_run = await _publish(
         stack, story, story.ingested(), story.started(), story.transcribed(), story.generated()
     )
-    await _note_when(stack, story, lambda n: n.status == COMPLETED and n.HasField("transcript"))
+    await _note_when(stack, story, lambda n: n.status == COMPLETED and n.HasField("transcript") and n.info.name)
 
     await _publish(stack, story, story.started(attempt=2))
     note = await _note_when(stack, story, lambda n: n.run.attempt == 2)
@@ -393,7 +393,8 @@ async def test_list_filters_pagination_and_tenant_isolation(stack: Stack, tenant
     await _publish(stack, stories["mia"], stories["mia"].transcription_failed())
     await _note_when(stack, stories["rex"], lambda n: n.status == COMPLETED)
     await _note_when(stack, stories["mia"], lambda n: n.status == FAILED)
-    await _note_when(stack, other, lambda n: True)
+    for story in [*stories.values(), other]:
+        await _note_when(stack, story, lambda n: n.info.name == story.name)
 
     ties = sorted([stories["tie1"].note_id, stories["tie2"].note_id], reverse=True)
     by_id = {story.note_id: key for key, story in stories.items()}
@@ -456,7 +457,9 @@ async def test_list_filters_pagination_and_tenant_isolation(stack: Stack, tenant
         {"from_date": "2024-02-02", "to_date": "2024-02-01"},
         {"days": -1},
     ],
-    ids=["limit-over", "limit-negative", "page-negative", "bad-month", "bad-format", "basic-format", "reversed", "days"],
+    ids=[
+        "limit-over", "limit-negative", "page-negative", "bad-month", "bad-format", "basic-format", "reversed", "days"
+    ],
 )
 async def test_list_rejects_invalid_filters(stack: Stack, tenant: str, filters: dict):
     status, code, _ = await _rpc_error(stack.stub.ListNotes(pb.ListNotesRequest(tenant_id=tenant, **filters)))

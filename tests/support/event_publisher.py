@@ -52,7 +52,9 @@ class EventPublisher:
     async def redrive(self, envelope: ev.EventEnvelope) -> tuple[ev.EventEnvelope, RecordMetadata]:
         """Publish the same payload again under a new event id, as ingestion's re-drive does."""
         payload = decode(envelope.SerializeToString()).payload
-        redriven = new_envelope(payload, tenant_id=envelope.tenant_id, note_id=envelope.note_id, producer=envelope.producer)
+        redriven = new_envelope(
+            payload, tenant_id=envelope.tenant_id, note_id=envelope.note_id, producer=envelope.producer
+        )
         return redriven, await self.send(redriven)
 
 
@@ -68,7 +70,9 @@ async def wait_consumed(bootstrap: str, group: str, records: list[RecordMetadata
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             committed = await admin.list_consumer_group_offsets(group, partitions=list(wanted))
-            behind = {tp: offset for tp, offset in wanted.items() if tp not in committed or committed[tp].offset < offset}
+            behind = {
+                tp: offset for tp, offset in wanted.items() if tp not in committed or committed[tp].offset < offset
+            }
             if not behind:
                 return
             if asyncio.get_running_loop().time() > deadline:

@@ -1,0 +1,128 @@
+"""The query projection's merge rules, exhaustively: every arrival order and duplicate gives one row.
+
+The broker tests in ``test_query.py`` show a few orders end to end; these fold events into an
+in-memory row directly (the same functions the consumer calls) so that every permutation of a
+note's events can be tried in milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import uuid
+
+from google.protobuf.message import Message
+
+from common.events import new_envelope, timestamp
+from scribe.events.v1 import events_pb2 as ev
+from scribe.types.v1 import types_pb2 as types
+from services.query.handlers import initial_row_values, merge_event, search_key
+from services.query.models import NoteRow
+
+NOTE_ID = str(uuid.uuid4())
+TENANT = "tenant-a"
+CREATED = dt.datetime(2024, 3, 1, 10, 0, tzinfo=dt.UTC)
+RUNS = {1: str(uuid.uuid4()), 2: str(uuid.uuid4())}
+
+
+def _run(attempt: int) -> types.RunRef:
+    requested = CREATED + dt.timedelta(hours=attempt - 1)
+    return types.RunRef(run_id=RUNS[attempt], attempt=attempt, requested_at=timestamp(requested))
+
+
+def _ingested(attempt: int = 1) -> ev.AudioIngested:
+    return ev.AudioIngested(
+        run=_run(attempt),
+        audio=types.AudioRef(duration_ms=61_000),
+        note=types.NoteInfo(name="Réx", gender="male", external_id="EXT-1"),
+        created_at=timestamp(CREATED),
+    )
+
+
+def _started(attempt: int = 1) -> ev.TranscriptionStarted:
+    return ev.TranscriptionStarted(run=_run(attempt))
+
+
+def _transcribed(attempt: int = 1) -> ev.TranscriptionCompleted:
+    segment = types.TranscriptSegment(start_ms=0, end_ms=900, text=f"run {attempt}", speaker=types.SPEAKER_DOCTOR)
+    return ev.TranscriptionCompleted(
+        run=_run(attempt), transcript=types.Transcript(language="pt", duration_ms=61_000, segments=[segment])
+    )
+
+
+def _generated(attempt: int = 1) -> ev.NoteGenerated:
+    section = types.NoteSection(id=f"s{attempt}", label="plan", title="Plano", content="Repouso.", order=1)
+    return ev.NoteGenerated(run=_run(attempt), language="pt", sections=[section], generator="rules-v1")
+
+
+def _failed(attempt: int = 1) -> ev.TranscriptionFailed:
+    return ev.TranscriptionFailed(run=_run(attempt), failure=types.Failure(code="NO_SPEECH", message="No speech"))
+
+
+def _project(events: list[tuple[Message, dt.datetime]]) -> dict:
+    """Fold events in the given order into a row, as the consumer does; the row's columns."""
+    row: NoteRow | None = None
+    for payload, occurred_at in events:
+        if row is None:
+            envelope = new_envelope(payload, tenant_id=TENANT, note_id=NOTE_ID, producer="tests")
+            row = NoteRow(**initial_row_values(envelope, payload, occurred_at))
+        merge_event(row, payload, occurred_at)
+    assert row is not None
+    return {column.name: getattr(row, column.name) for column in NoteRow.__table__.columns}
+
+
+def _timed(*payloads: Message) -> list[tuple[Message, dt.datetime]]:
+    """Events as their producers would stamp them: one minute apart, in causal order."""
+    return [(payload, CREATED + dt.timedelta(minutes=index)) for index, payload in enumerate(payloads)]
+
+
+def test_every_order_of_a_successful_run_ends_completed_with_everything():
+    events = _timed(_ingested(), _started(), _transcribed(), _generated())
+    results = [_project(list(order)) for order in itertools.permutations(events)]
+    first = results[0]
+    assert all(result == first for result in results)
+    assert first["status"] == "completed" and first["stage"] == 3 and first["progress"] == 1.0
+    assert (first["name"], first["name_search"], first["created_at"]) == ("Réx", "rex", CREATED)
+    assert first["updated_at"] == CREATED + dt.timedelta(minutes=3)
+    assert [s["text"] for s in first["transcript"]] == ["run 1"] and [s["id"] for s in first["sections"]] == ["s1"]
+    assert first["language"] == "pt" and first["duration_ms"] == 61_000 and first["failure_code"] == ""
+
+
+def test_duplicates_in_any_order_change_nothing():
+    events = _timed(_ingested(), _started(), _transcribed(), _generated())
+    expected = _project(events)
+    for order in itertools.permutations(events + events[:3]):
+        assert _project(list(order)) == expected
+
+
+def test_every_order_of_a_failed_run_ends_failed_with_its_reason():
+    events = _timed(_ingested(), _started(), _failed())
+    for order in itertools.permutations(events):
+        result = _project(list(order))
+        failure = (result["failure_code"], result["failure_message"])
+        assert (result["status"], failure) == ("failed", ("NO_SPEECH", "No speech"))
+        assert result["name"] == "Réx"
+
+
+def test_a_retry_wins_over_its_superseded_run_whatever_the_order():
+    # Run 1 completed, then a retry (run 2) failed; the run-1 events may come late or be re-driven.
+    events = _timed(_ingested(1), _started(1), _transcribed(1), _generated(1), _started(2), _failed(2))
+    results = [_project(list(order)) for order in itertools.permutations(events)]
+    first = results[0]
+    assert all(result == first for result in results)
+    assert (first["status"], first["attempt"], first["run_id"]) == ("failed", 2, RUNS[2])
+    assert first["transcript"] is None and first["sections"] is None and first["failure_code"] == "NO_SPEECH"
+    assert (first["name"], first["created_at"]) == ("Réx", CREATED)
+
+
+def test_first_terminal_event_of_a_run_wins():
+    completed = _project(_timed(_ingested(), _generated(), _failed()))
+    assert completed["status"] == "completed" and completed["failure_code"] == ""
+    failed = _project(_timed(_ingested(), _failed(), _generated()))
+    assert failed["status"] == "failed" and failed["sections"] is None
+
+
+def test_search_key_ignores_case_and_accents():
+    assert search_key("Réx") == search_key("REX") == "rex"
+    assert search_key("São João") == "sao joao"
+    assert search_key("Straße") == "strasse"
