@@ -24,7 +24,7 @@ EN_TURNS = [
 # Whisper base drops espeak-ng's Brazilian and female Portuguese voices as no speech (their
 # confidence sits on the threshold); the European male voice at 130 wpm comes through.
 VOICES = {"pt": {"doctor": "pt+m3", "patient": "pt+m3"}, "en": {"doctor": "en-us+f3", "patient": "en-us+m3"}}
-SPEED_WPM = {"pt": 130, "en": 150}
+SPEED_WPM = {"pt": 120, "en": 150}
 
 
 def render(turns, language: str, out: Path) -> Path:
@@ -34,7 +34,7 @@ def render(turns, language: str, out: Path) -> Path:
             synthesize(text, language, out.parent / f"{out.stem}-{index}.wav", voice=VOICES[language][speaker],
                        speed_wpm=SPEED_WPM[language])
         )
-    return concat_wavs(parts, out, gap_ms=500)
+    return concat_wavs(parts, out, gap_ms=400)
 
 
 @pytest.fixture(scope="session")
