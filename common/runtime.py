@@ -9,7 +9,6 @@ flush the outbox, close the database; then the process exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -109,16 +108,15 @@ def run_main(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     sys.exit(0)
 
 
-@contextlib.asynccontextmanager
-async def insecure_channel(address: str):
-    channel = grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
-    try:
-        yield channel
-    finally:
-        await channel.close()
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Keep idle channels alive through load balancers and notice dead peers without a request.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+
+def open_channel(address: str) -> grpc.aio.Channel:
+    """A long-lived client channel to another service, with the same message limits as its server."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)

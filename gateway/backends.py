@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.runtime import MAX_MESSAGE_BYTES
+from common.runtime import open_channel
 from gateway.config import GatewaySettings
 from scribe.ingestion.v1 import ingestion_pb2_grpc
 from scribe.notegen.v1 import notegen_pb2_grpc
@@ -17,15 +17,6 @@ from scribe.query.v1 import query_pb2_grpc
 from scribe.transcription.v1 import transcription_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    # Keep idle channels alive through load balancers and notice dead peers without a request.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-]
-
 
 @dataclass
 class Backends:
@@ -41,7 +32,7 @@ class Backends:
     def open(cls, settings: GatewaySettings) -> Backends:
         """Open a channel to every backend (connections are made lazily, on first use)."""
         channels = {
-            name: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            name: open_channel(address)
             for name, address in settings.backend_addresses().items()
         }
         return cls(

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.blobstore import BlobStore, LocalBlobStore
-from common.db import create_engine, migrate, session_factory
-from common.logs import configure_logging
 from common.messaging import Messaging
-from common.runtime import ServiceRuntime, run_main
+from common.runtime import ServiceRuntime
+from common.service import ServiceCore, serve
 from scribe.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from services.ingestion.config import IngestionSettings
 from services.ingestion.consumer import build_consumer
@@ -31,17 +30,12 @@ class IngestionService:
 
 async def build_service(settings: IngestionSettings, blobs: BlobStore | None = None) -> IngestionService:
     """Migrate the database, wire every component and start serving; returns the running service."""
-    url = settings.resolved_database_url()
-    await migrate(url, MIGRATIONS)
-    engine = create_engine(url)
-    session_maker = session_factory(engine)
-    messaging = Messaging(settings, engine, session_maker, MESSAGING)
-    handlers = IngestionHandlers(settings, session_maker, messaging.outbox, blobs or LocalBlobStore(settings.resolved_blob_dir()))
-    runtime = ServiceRuntime(
-        "ingestion", [SERVICE_NAME], host=settings.grpc_host, port=settings.grpc_port, grace_s=settings.shutdown_grace_s
+    core = await ServiceCore.open(settings, grpc_service=SERVICE_NAME, migrations=MIGRATIONS, tables=MESSAGING)
+    handlers = IngestionHandlers(
+        settings, core.session_maker, core.messaging.outbox, blobs or LocalBlobStore(settings.resolved_blob_dir())
     )
-    ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(IngestionServicer(handlers), runtime.server)
-    build_consumer(messaging, handlers)
+    ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(IngestionServicer(handlers), core.runtime.server)
+    build_consumer(core.messaging, handlers)
 
     stopping = asyncio.Event()
     redrive = asyncio.create_task(handlers.run_redrive(stopping), name="redrive")
@@ -50,21 +44,14 @@ async def build_service(settings: IngestionSettings, blobs: BlobStore | None = N
         stopping.set()
         await redrive
 
-    runtime.on_shutdown("re-drive", stop_redrive)
-    await runtime.start()
-    messaging.start(runtime)
-    messaging.register_final_flush(runtime)
-    runtime.on_shutdown("database", engine.dispose, phase="final")
-    return IngestionService(runtime, handlers, messaging)
+    core.runtime.on_shutdown("re-drive", stop_redrive)
+    await core.start()
+    return IngestionService(core.runtime, handlers, core.messaging)
 
 
-async def main() -> None:
-    settings = IngestionSettings()
-    configure_logging("ingestion", settings.log_level)
-    service = await build_service(settings)
-    service.runtime.install_signal_handlers()
-    await service.runtime.wait()
+def main() -> None:
+    serve(IngestionSettings, build_service)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.db import create_engine, migrate, session_factory
-from common.logs import configure_logging
 from common.messaging import Messaging
-from common.runtime import ServiceRuntime, run_main
+from common.runtime import ServiceRuntime
+from common.service import ServiceCore, serve
 from scribe.notegen.v1 import notegen_pb2, notegen_pb2_grpc
 from services.notegen.config import NotegenSettings
 from services.notegen.consumer import build_consumer
@@ -28,31 +27,18 @@ class NotegenService:
 
 
 async def build_service(settings: NotegenSettings) -> NotegenService:
-    url = settings.resolved_database_url()
-    await migrate(url, MIGRATIONS)
-    engine = create_engine(url)
-    session_maker = session_factory(engine)
-    messaging = Messaging(settings, engine, session_maker, MESSAGING)
-    handlers = NotegenHandlers(settings, session_maker, messaging.outbox)
-    runtime = ServiceRuntime(
-        "notegen", [SERVICE_NAME], host=settings.grpc_host, port=settings.grpc_port, grace_s=settings.shutdown_grace_s
-    )
-    notegen_pb2_grpc.add_NoteGenServiceServicer_to_server(NotegenServicer(handlers), runtime.server)
-    build_consumer(messaging, handlers)
-    await runtime.start()
-    messaging.start(runtime)
-    messaging.register_final_flush(runtime)
-    runtime.on_shutdown("database", engine.dispose, phase="final")
-    return NotegenService(runtime, handlers, messaging)
+    """Migrate the database, wire every component and start serving; returns the running service."""
+    core = await ServiceCore.open(settings, grpc_service=SERVICE_NAME, migrations=MIGRATIONS, tables=MESSAGING)
+    handlers = NotegenHandlers(settings, core.session_maker, core.messaging.outbox)
+    notegen_pb2_grpc.add_NoteGenServiceServicer_to_server(NotegenServicer(handlers), core.runtime.server)
+    build_consumer(core.messaging, handlers)
+    await core.start()
+    return NotegenService(core.runtime, handlers, core.messaging)
 
 
-async def main() -> None:
-    settings = NotegenSettings()
-    configure_logging("notegen", settings.log_level)
-    service = await build_service(settings)
-    service.runtime.install_signal_handlers()
-    await service.runtime.wait()
+def main() -> None:
+    serve(NotegenSettings, build_service)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

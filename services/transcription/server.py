@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.blobstore import BlobStore, LocalBlobStore
-from common.db import create_engine, migrate, session_factory
-from common.logs import configure_logging
 from common.messaging import Messaging
-from common.runtime import ServiceRuntime, run_main
+from common.runtime import ServiceRuntime
+from common.service import ServiceCore, serve
 from scribe.transcription.v1 import transcription_pb2, transcription_pb2_grpc
 from services.transcription.config import TranscriptionSettings
 from services.transcription.consumer import build_consumer
@@ -53,41 +52,31 @@ def load_engine(settings: TranscriptionSettings) -> WhisperEngine:
 async def build_service(
     settings: TranscriptionSettings, engine: WhisperEngine | None = None, blobs: BlobStore | None = None
 ) -> TranscriptionService:
-    url = settings.resolved_database_url()
-    await migrate(url, MIGRATIONS)
+    """Migrate the database, load the model, wire every component and start serving."""
+    core = await ServiceCore.open(settings, grpc_service=SERVICE_NAME, migrations=MIGRATIONS, tables=MESSAGING)
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
-    db = create_engine(url)
-    session_maker = session_factory(db)
-    messaging = Messaging(settings, db, session_maker, MESSAGING)
     blobs = blobs or LocalBlobStore(settings.resolved_blob_dir())
-    handlers = TranscriptionHandlers(settings, session_maker, messaging.outbox, blobs, engine, url)
+    handlers = TranscriptionHandlers(
+        settings, core.session_maker, core.messaging.outbox, blobs, engine, core.database_url
+    )
     recovered = await handlers.recover_orphans()
     if recovered:
         log.warning("re-queued %d job(s) left running by a previous process", recovered)
-    runtime = ServiceRuntime(
-        "transcription", [SERVICE_NAME], host=settings.grpc_host, port=settings.grpc_port, grace_s=settings.shutdown_grace_s
-    )
     transcription_pb2_grpc.add_TranscriptionServiceServicer_to_server(
-        TranscriptionServicer(handlers, blobs, settings.max_rpc_audio_bytes), runtime.server
+        TranscriptionServicer(handlers, blobs, settings.max_rpc_audio_bytes), core.runtime.server
     )
-    build_consumer(messaging, handlers)
-    await runtime.start()
+    build_consumer(core.messaging, handlers)
+    await core.start()
     handlers.start_workers()
-    messaging.start(runtime)
-    runtime.on_shutdown("workers", handlers.stop_workers)
-    messaging.register_final_flush(runtime)
-    runtime.on_shutdown("database", db.dispose, phase="final")
-    return TranscriptionService(runtime, handlers, messaging)
+    # After the consumers' drain step: no new job is queued while the workers hand theirs back.
+    core.runtime.on_shutdown("workers", handlers.stop_workers)
+    return TranscriptionService(core.runtime, handlers, core.messaging)
 
 
-async def main() -> None:
-    settings = TranscriptionSettings()
-    configure_logging("transcription", settings.log_level)
-    service = await build_service(settings)
-    service.runtime.install_signal_handlers()
-    await service.runtime.wait()
+def main() -> None:
+    serve(TranscriptionSettings, build_service)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()
