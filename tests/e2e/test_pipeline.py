@@ -48,12 +48,7 @@ def words(text: str) -> str:
     "language, heard, in_sections",
     [
         # Whisper base mangles espeak-ng Portuguese beyond these words (see tests/e2e/conftest.py).
-        pytest.param(
-            "pt", ["bom dia", "cachorro", "rex", "comer"], {"chief_complaint": ["cachorro"]},
-            marks=pytest.mark.xfail(
-                reason="issue 2 open: Whisper base drops some espeak-ng Portuguese renders as NO_SPEECH "
-                "(depends on the exact render); reported as xfail, not as a pass", strict=False),
-        ),
+        ("pt", ["bom dia", "cachorro", "rex", "comer"], {"chief_complaint": ["cachorro"]}),
         ("en", ["fever", "temperature", "ibuprofen"], {"physical_exam": ["temperature"], "prescriptions": ["ibuprofen"]}),
     ],
 )

@@ -19,6 +19,9 @@ SAMPLE_RATE = 16_000
 VOICES = {"pt": "pt-br", "en": "en-us", "es": "es-419"}
 
 _WAV_OUT = ["-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer"]
+# sox dithers with a random seed by default, so every render of the same text differed a little,
+# and Whisper base sits on a decision edge for robotic speech: repeatable mode, no dither.
+_SOX = ["-R", "-D"]
 
 
 class SpeechToolMissing(RuntimeError):
@@ -46,7 +49,7 @@ def synthesize(
         # espeak-ng writes 22.05 kHz; resample rather than depend on its native rate.
         raw = Path(tmp) / "espeak.wav"
         _run(_tool("espeak-ng"), "-v", voice, "-s", str(speed_wpm), "-w", str(raw), "--", text)
-        _run(_tool("sox"), str(raw), *_WAV_OUT, str(path))
+        _run(_tool("sox"), *_SOX, str(raw), *_WAV_OUT, str(path))
     return path
 
 
@@ -62,20 +65,20 @@ def concat_wavs(paths: Sequence[Path], out: Path, gap_ms: int = 400) -> Path:
             if i:
                 inputs.append(str(gap))
             inputs.append(str(p))
-        _run(sox, *inputs, *_WAV_OUT, str(out))
+        _run(sox, *_SOX, *inputs, *_WAV_OUT, str(out))
     return Path(out)
 
 
 def make_silence(path: Path, seconds: float) -> Path:
     """Write ``seconds`` of digital silence as a 16 kHz mono 16-bit WAV."""
-    _run(_tool("sox"), "-n", *_WAV_OUT, str(path), "trim", "0", f"{seconds:.3f}")
+    _run(_tool("sox"), *_SOX, "-n", *_WAV_OUT, str(path), "trim", "0", f"{seconds:.3f}")
     return Path(path)
 
 
 def make_white_noise(path: Path, seconds: float, amplitude: float = 0.1) -> Path:
     """Write ``seconds`` of white noise (peak ``amplitude`` of full scale) as a 16 kHz mono WAV."""
     _run(
-        _tool("sox"), "-n", *_WAV_OUT, str(path),
+        _tool("sox"), *_SOX, "-n", *_WAV_OUT, str(path),
         "synth", f"{seconds:.3f}", "whitenoise", "vol", str(amplitude),
     )  # fmt: skip
     return Path(path)
