@@ -83,7 +83,7 @@ def main() -> None:
     settings = TranscriptionSettings()
     model_dir = ensure_default_model(work / "model")
     seconds = sum(audio_seconds(p) for p, _ in files)
-    print(f"{len(files)} files, {seconds:.1f} s of audio; model {model_dir.name}, compute int8, "
+    print(f"{len(files)} files, {seconds:.1f} s of audio; model {model_dir}, compute int8, "
           f"cpu_threads={settings.cpu_threads}, num_workers={settings.num_workers}, beam={settings.beam_size}")
     direct_sequential = direct(files, model_dir, settings, parallel=False)
     direct_parallel = direct(files, model_dir, settings, parallel=True)

@@ -178,12 +178,12 @@ class Launcher:
 
     def banner(self) -> None:
         print("scribe: ready", flush=True)
-        print(f"  gateway      http://127.0.0.1:{self.http_port}  (REST: /notes/v1, docs: /docs)", flush=True)
+        print(f"  gateway        http://127.0.0.1:{self.http_port}  (REST: /notes/v1, docs: /docs)", flush=True)
         for name in ("broker", *SERVICES):
             if name in self.children:
-                print(f"  {name:<12} 127.0.0.1:{self.children[name].port}", flush=True)
-        print(f"  data         {self.data_dir}  (logs in logs/, state in run/stack.json)", flush=True)
-        print(f"  API key      SCRIBE_BOOTSTRAP_API_KEY={self.api_key}", flush=True)
+                print(f"  {name:<14} 127.0.0.1:{self.children[name].port}", flush=True)
+        print(f"  data           {self.data_dir}  (logs in logs/, state in run/stack.json)", flush=True)
+        print(f"  API key        SCRIBE_BOOTSTRAP_API_KEY={self.api_key}", flush=True)
         print("  Ctrl-C stops everything.", flush=True)
 
 
