@@ -19,11 +19,13 @@ from scribe.events.v1 import events_pb2 as ev
 # Event message -> topic suffix. Adding an event means adding a line here.
 TOPIC_SUFFIXES: dict[type[Message], str] = {
     ev.AudioIngested: "audio.ingested",
+    ev.TranscriptionRequested: "transcription.requested",
     ev.TranscriptionStarted: "transcription.started",
     ev.TranscriptionCompleted: "transcription.completed",
     ev.TranscriptionFailed: "transcription.failed",
     ev.NoteGenerated: "note.generated",
     ev.NoteGenerationFailed: "note.failed",
+    ev.NoteSectionUpdated: "note.section_updated",
 }
 DEAD_LETTER_SUFFIX = "dead_letter"
 EVENT_TYPES: dict[str, type[Message]] = {cls.DESCRIPTOR.full_name: cls for cls in TOPIC_SUFFIXES}

@@ -127,6 +127,46 @@ class AudioIngested(_message.Message):
 Global___AudioIngested: _TypeAlias = AudioIngested  # noqa: Y015
 
 @_typing.final
+class TranscriptionRequested(_message.Message):
+    """A new run of an existing note (a retry): ingestion asks for the stored audio to be transcribed
+    again. Carries the same facts as AudioIngested, with the new run.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why the run was requested ("retry", "redrive")."""
+    @_builtins.property
+    def run(self) -> _types_pb2.RunRef: ...
+    @_builtins.property
+    def audio(self) -> _types_pb2.AudioRef: ...
+    @_builtins.property
+    def note(self) -> _types_pb2.NoteInfo: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        run: _types_pb2.RunRef | None = ...,
+        audio: _types_pb2.AudioRef | None = ...,
+        note: _types_pb2.NoteInfo | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "created_at", b"created_at", "note", b"note", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "created_at", b"created_at", "note", b"note", "reason", b"reason", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TranscriptionRequested: _TypeAlias = TranscriptionRequested  # noqa: Y015
+
+@_typing.final
 class TranscriptionStarted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -248,3 +288,33 @@ class NoteGenerationFailed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NoteGenerationFailed: _TypeAlias = NoteGenerationFailed  # noqa: Y015
+
+@_typing.final
+class NoteSectionUpdated(_message.Message):
+    """A clinician changed one section of a generated note (notegen). The section carries its new
+    version; a reader keeps, per section id, the highest version it has seen.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    SECTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _types_pb2.RunRef:
+        """The run whose note the section belongs to."""
+
+    @_builtins.property
+    def section(self) -> _types_pb2.NoteSection: ...
+    def __init__(
+        self,
+        *,
+        run: _types_pb2.RunRef | None = ...,
+        section: _types_pb2.NoteSection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "section", b"section"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "section", b"section"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoteSectionUpdated: _TypeAlias = NoteSectionUpdated  # noqa: Y015

@@ -44,6 +44,11 @@ class IngestionServiceStub:
                 request_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.GetUploadRequest.SerializeToString,
                 response_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.GetUploadResponse.FromString,
                 _registered_method=True)
+        self.RequestRetry = channel.unary_unary(
+                '/scribe.ingestion.v1.IngestionService/RequestRetry',
+                request_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryRequest.SerializeToString,
+                response_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -65,6 +70,15 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestRetry(self, request, context):
+        """Start a new run of a note's transcription from its stored audio. Allowed from pending,
+        completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
+        concurrent requests for one note, one starts the run and the other is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +91,11 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.GetUpload,
                     request_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.GetUploadRequest.FromString,
                     response_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.GetUploadResponse.SerializeToString,
+            ),
+            'RequestRetry': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestRetry,
+                    request_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryRequest.FromString,
+                    response_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +152,33 @@ class IngestionService:
             '/scribe.ingestion.v1.IngestionService/GetUpload',
             scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.GetUploadRequest.SerializeToString,
             scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.GetUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestRetry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.ingestion.v1.IngestionService/RequestRetry',
+            scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryRequest.SerializeToString,
+            scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryResponse.FromString,
             options,
             channel_credentials,
             insecure,

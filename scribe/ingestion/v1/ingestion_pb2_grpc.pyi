@@ -38,6 +38,11 @@ class IngestionServiceStub:
     """
     GetUpload: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.GetUploadRequest, _ingestion_pb2.GetUploadResponse]
     """What ingestion knows of a note; used for read-your-writes before projections catch up."""
+    RequestRetry: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.RequestRetryRequest, _ingestion_pb2.RequestRetryResponse]
+    """Start a new run of a note's transcription from its stored audio. Allowed from pending,
+    completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
+    concurrent requests for one note, one starts the run and the other is refused.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -49,6 +54,11 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """
     GetUpload: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.GetUploadRequest, _ingestion_pb2.GetUploadResponse]  # type: ignore[assignment]
     """What ingestion knows of a note; used for read-your-writes before projections catch up."""
+    RequestRetry: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.RequestRetryRequest, _ingestion_pb2.RequestRetryResponse]  # type: ignore[assignment]
+    """Start a new run of a note's transcription from its stored audio. Allowed from pending,
+    completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
+    concurrent requests for one note, one starts the run and the other is refused.
+    """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -69,5 +79,16 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.GetUploadResponse, _abc.Awaitable[_ingestion_pb2.GetUploadResponse]]:
         """What ingestion knows of a note; used for read-your-writes before projections catch up."""
+
+    @_abc_1.abstractmethod
+    def RequestRetry(
+        self,
+        request: _ingestion_pb2.RequestRetryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.RequestRetryResponse, _abc.Awaitable[_ingestion_pb2.RequestRetryResponse]]:
+        """Start a new run of a note's transcription from its stored audio. Allowed from pending,
+        completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
+        concurrent requests for one note, one starts the run and the other is refused.
+        """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

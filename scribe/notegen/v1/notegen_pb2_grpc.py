@@ -39,6 +39,11 @@ class NoteGenServiceStub:
                 request_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GenerateNoteRequest.SerializeToString,
                 response_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GenerateNoteResponse.FromString,
                 _registered_method=True)
+        self.UpdateSection = channel.unary_unary(
+                '/scribe.notegen.v1.NoteGenService/UpdateSection',
+                request_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionRequest.SerializeToString,
+                response_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionResponse.FromString,
+                _registered_method=True)
 
 
 class NoteGenServiceServicer:
@@ -51,6 +56,15 @@ class NoteGenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateSection(self, request, context):
+        """A clinician's edit of one section of a stored note: a new version of the section, kept as the
+        current one over later regenerations. NOT_FOUND SECTION_NOT_FOUND, PERMISSION_DENIED
+        NOTE_ACCESS_DENIED (another tenant's), INVALID_ARGUMENT VALIDATION_ERROR.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NoteGenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +72,11 @@ def add_NoteGenServiceServicer_to_server(servicer, server):
                     servicer.GenerateNote,
                     request_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GenerateNoteRequest.FromString,
                     response_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GenerateNoteResponse.SerializeToString,
+            ),
+            'UpdateSection': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSection,
+                    request_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionRequest.FromString,
+                    response_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +106,33 @@ class NoteGenService:
             '/scribe.notegen.v1.NoteGenService/GenerateNote',
             scribe_dot_notegen_dot_v1_dot_notegen__pb2.GenerateNoteRequest.SerializeToString,
             scribe_dot_notegen_dot_v1_dot_notegen__pb2.GenerateNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.notegen.v1.NoteGenService/UpdateSection',
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionRequest.SerializeToString,
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

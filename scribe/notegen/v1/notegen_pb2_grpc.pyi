@@ -33,12 +33,22 @@ class NoteGenServiceStub:
     def __new__(cls, channel: _aio.Channel) -> NoteGenServiceAsyncStub: ...
     GenerateNote: _grpc.UnaryUnaryMultiCallable[_notegen_pb2.GenerateNoteRequest, _notegen_pb2.GenerateNoteResponse]
     """Writes a note from a transcript synchronously, storing nothing."""
+    UpdateSection: _grpc.UnaryUnaryMultiCallable[_notegen_pb2.UpdateSectionRequest, _notegen_pb2.UpdateSectionResponse]
+    """A clinician's edit of one section of a stored note: a new version of the section, kept as the
+    current one over later regenerations. NOT_FOUND SECTION_NOT_FOUND, PERMISSION_DENIED
+    NOTE_ACCESS_DENIED (another tenant's), INVALID_ARGUMENT VALIDATION_ERROR.
+    """
 
 @_typing.type_check_only
 class NoteGenServiceAsyncStub(NoteGenServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GenerateNote: _aio.UnaryUnaryMultiCallable[_notegen_pb2.GenerateNoteRequest, _notegen_pb2.GenerateNoteResponse]  # type: ignore[assignment]
     """Writes a note from a transcript synchronously, storing nothing."""
+    UpdateSection: _aio.UnaryUnaryMultiCallable[_notegen_pb2.UpdateSectionRequest, _notegen_pb2.UpdateSectionResponse]  # type: ignore[assignment]
+    """A clinician's edit of one section of a stored note: a new version of the section, kept as the
+    current one over later regenerations. NOT_FOUND SECTION_NOT_FOUND, PERMISSION_DENIED
+    NOTE_ACCESS_DENIED (another tenant's), INVALID_ARGUMENT VALIDATION_ERROR.
+    """
 
 class NoteGenServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -48,5 +58,16 @@ class NoteGenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notegen_pb2.GenerateNoteResponse, _abc.Awaitable[_notegen_pb2.GenerateNoteResponse]]:
         """Writes a note from a transcript synchronously, storing nothing."""
+
+    @_abc_1.abstractmethod
+    def UpdateSection(
+        self,
+        request: _notegen_pb2.UpdateSectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notegen_pb2.UpdateSectionResponse, _abc.Awaitable[_notegen_pb2.UpdateSectionResponse]]:
+        """A clinician's edit of one section of a stored note: a new version of the section, kept as the
+        current one over later regenerations. NOT_FOUND SECTION_NOT_FOUND, PERMISSION_DENIED
+        NOTE_ACCESS_DENIED (another tenant's), INVALID_ARGUMENT VALIDATION_ERROR.
+        """
 
 def add_NoteGenServiceServicer_to_server(servicer: NoteGenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

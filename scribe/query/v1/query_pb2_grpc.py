@@ -49,6 +49,11 @@ class QueryServiceStub:
                 request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.GetNoteStatusRequest.SerializeToString,
                 response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.GetNoteStatusResponse.FromString,
                 _registered_method=True)
+        self.ExportNote = channel.unary_unary(
+                '/scribe.query.v1.QueryService/ExportNote',
+                request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteRequest.SerializeToString,
+                response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -73,6 +78,14 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportNote(self, request, context):
+        """The note as a document: "txt" (UTF-8 text) or "rtf". FAILED_PRECONDITION NOTE_NOT_READY
+        until the note is completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +103,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetNoteStatus,
                     request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.GetNoteStatusRequest.FromString,
                     response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.GetNoteStatusResponse.SerializeToString,
+            ),
+            'ExportNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportNote,
+                    request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteRequest.FromString,
+                    response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +191,33 @@ class QueryService:
             '/scribe.query.v1.QueryService/GetNoteStatus',
             scribe_dot_query_dot_v1_dot_query__pb2.GetNoteStatusRequest.SerializeToString,
             scribe_dot_query_dot_v1_dot_query__pb2.GetNoteStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.query.v1.QueryService/ExportNote',
+            scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteRequest.SerializeToString,
+            scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,10 @@ class QueryServiceStub:
     ListNotes: _grpc.UnaryUnaryMultiCallable[_query_pb2.ListNotesRequest, _query_pb2.ListNotesResponse]
     GetNoteStatus: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetNoteStatusRequest, _query_pb2.GetNoteStatusResponse]
     """Cheap: meant to be polled."""
+    ExportNote: _grpc.UnaryUnaryMultiCallable[_query_pb2.ExportNoteRequest, _query_pb2.ExportNoteResponse]
+    """The note as a document: "txt" (UTF-8 text) or "rtf". FAILED_PRECONDITION NOTE_NOT_READY
+    until the note is completed.
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -43,6 +47,10 @@ class QueryServiceAsyncStub(QueryServiceStub):
     ListNotes: _aio.UnaryUnaryMultiCallable[_query_pb2.ListNotesRequest, _query_pb2.ListNotesResponse]  # type: ignore[assignment]
     GetNoteStatus: _aio.UnaryUnaryMultiCallable[_query_pb2.GetNoteStatusRequest, _query_pb2.GetNoteStatusResponse]  # type: ignore[assignment]
     """Cheap: meant to be polled."""
+    ExportNote: _aio.UnaryUnaryMultiCallable[_query_pb2.ExportNoteRequest, _query_pb2.ExportNoteResponse]  # type: ignore[assignment]
+    """The note as a document: "txt" (UTF-8 text) or "rtf". FAILED_PRECONDITION NOTE_NOT_READY
+    until the note is completed.
+    """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -66,5 +74,15 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_pb2.GetNoteStatusResponse, _abc.Awaitable[_query_pb2.GetNoteStatusResponse]]:
         """Cheap: meant to be polled."""
+
+    @_abc_1.abstractmethod
+    def ExportNote(
+        self,
+        request: _query_pb2.ExportNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.ExportNoteResponse, _abc.Awaitable[_query_pb2.ExportNoteResponse]]:
+        """The note as a document: "txt" (UTF-8 text) or "rtf". FAILED_PRECONDITION NOTE_NOT_READY
+        until the note is completed.
+        """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

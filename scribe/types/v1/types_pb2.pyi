@@ -253,6 +253,8 @@ class NoteSection(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
     SOURCE_SEGMENTS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    EDITED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     label: _builtins.str
     """Stable, language-independent identifier (chief_complaint, anamnesis, ...)."""
@@ -260,6 +262,10 @@ class NoteSection(_message.Message):
     """Localised title in the consultation's language."""
     content: _builtins.str
     order: _builtins.int
+    version: _builtins.int
+    """Version of this section's content: 1 when first generated, +1 on every edit or regeneration."""
+    edited: _builtins.bool
+    """True when the current content is a clinician's edit (kept over later regenerations)."""
     @_builtins.property
     def source_segments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Indices into the transcript's segments the content came from."""
@@ -273,10 +279,12 @@ class NoteSection(_message.Message):
         content: _builtins.str = ...,
         order: _builtins.int = ...,
         source_segments: _abc.Iterable[_builtins.int] | None = ...,
+        version: _builtins.int = ...,
+        edited: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "id", b"id", "label", b"label", "order", b"order", "source_segments", b"source_segments", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "edited", b"edited", "id", b"id", "label", b"label", "order", b"order", "source_segments", b"source_segments", "title", b"title", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
