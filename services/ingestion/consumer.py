@@ -1,4 +1,4 @@
-"""Ingestion's event handlers: the terminal events that tell it how its notes' runs ended."""
+"""Ingestion's event handlers: when its notes' runs start processing and how they end."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from services.ingestion.handlers import IngestionHandlers
 def build_consumer(messaging: Messaging, handlers: IngestionHandlers):
     return messaging.consumer(
         {
+            ev.TranscriptionStarted: handlers.on_transcription_started,
             ev.NoteGenerated: handlers.on_run_finished,
             ev.NoteGenerationFailed: handlers.on_run_finished,
             ev.TranscriptionFailed: handlers.on_run_finished,

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.blobstore import BlobStore
@@ -53,6 +53,12 @@ def _invalid_audio(message: str, received: str) -> ServiceError:
         "INVALID_AUDIO_FORMAT",
         message,
         {"expected": ACCEPTED_FORMATS, "received": received or "unknown"},
+    )
+
+
+def _in_progress() -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.FAILED_PRECONDITION, "TRANSCRIPTION_IN_PROGRESS", "transcription is already being processed"
     )
 
 
@@ -181,7 +187,56 @@ class IngestionHandlers:
             )
         return self._to_proto(row)
 
+    # -- retry ------------------------------------------------------------------------------
+
+    async def request_retry(self, tenant_id: str, note_id: str) -> pb.Upload:
+        """Start a new run of a note's transcription from its stored audio; the note is processing.
+
+        Refused while a run is processing. The run is claimed with one conditional UPDATE (status
+        not processing, attempt unchanged), so of two concurrent retries exactly one starts a run
+        and the other is told the transcription is in progress.
+        """
+        current = await self.get_upload(tenant_id, note_id)
+        if current.status == types.NOTE_STATUS_PROCESSING:
+            raise _in_progress()
+        now = utcnow()
+        run_id = str(uuid.uuid4())
+        async with self.session_maker() as session, session.begin():
+            claimed = await session.execute(
+                update(UploadRow)
+                .where(
+                    UploadRow.note_id == note_id,
+                    UploadRow.tenant_id == tenant_id,
+                    UploadRow.status != "processing",
+                    UploadRow.attempt == current.run.attempt,
+                )
+                .values(
+                    attempt=UploadRow.attempt + 1,
+                    run_id=run_id,
+                    run_requested_at=now,
+                    status="processing",
+                    last_driven_at=now,
+                    drive_count=1,
+                )
+            )
+            if claimed.rowcount != 1:
+                raise _in_progress()  # another retry won the race and is processing now
+            row = await session.get(UploadRow, note_id, populate_existing=True)
+            assert row is not None
+            await self.outbox.enqueue(
+                session, self._run_requested(row, "retry"), tenant_id=row.tenant_id, note_id=row.note_id
+            )
+        with log_context(note_id=note_id, tenant_id=tenant_id, run_id=run_id):
+            log.info("retry requested", extra={"attempt": row.attempt})
+        return self._to_proto(row)
+
     # -- events -----------------------------------------------------------------------------
+
+    async def on_transcription_started(self, session: AsyncSession, event: DecodedEvent) -> None:
+        """The current run's transcription began: the note is processing (retries are refused)."""
+        row = await session.get(UploadRow, event.envelope.note_id)
+        if row is not None and event.payload.run.run_id == row.run_id and row.status == "pending":
+            row.status = "processing"
 
     async def on_run_finished(self, session: AsyncSession, event: DecodedEvent) -> None:
         """A terminal event (note generated, or transcription / generation failed) ends its run."""
@@ -214,7 +269,8 @@ class IngestionHandlers:
                     continue
                 with log_context(note_id=row.note_id, tenant_id=row.tenant_id, run_id=row.run_id):
                     log.warning("re-driving a note with no outcome", extra={"drive_count": row.drive_count})
-                await self.outbox.enqueue(session, self._audio_ingested(row), tenant_id=row.tenant_id, note_id=row.note_id)
+                event = self._audio_ingested(row) if row.attempt <= 1 else self._run_requested(row, "redrive")
+                await self.outbox.enqueue(session, event, tenant_id=row.tenant_id, note_id=row.note_id)
                 row.last_driven_at = now
                 row.drive_count += 1
                 driven += 1
@@ -264,6 +320,15 @@ class IngestionHandlers:
             audio=self._audio_ref(row),
             note=self._note_info(row),
             created_at=timestamp(row.created_at),
+        )
+
+    def _run_requested(self, row: UploadRow, reason: str) -> ev.TranscriptionRequested:
+        return ev.TranscriptionRequested(
+            run=self._run(row),
+            audio=self._audio_ref(row),
+            note=self._note_info(row),
+            created_at=timestamp(row.created_at),
+            reason=reason,
         )
 
     def _to_proto(self, row: UploadRow) -> pb.Upload:

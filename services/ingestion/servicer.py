@@ -42,3 +42,14 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             return pb.GetUploadResponse(upload=await self.handlers.get_upload(request.tenant_id, request.note_id))
         except ServiceError as exc:
             await abort(context, exc)
+
+    async def RequestRetry(self, request: pb.RequestRetryRequest, context) -> pb.RequestRetryResponse:
+        try:
+            if not request.tenant_id:
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "tenant_id is required")
+            if not request.note_id:
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NOTE_ID", "Invalid note_id format")
+            upload = await self.handlers.request_retry(request.tenant_id, request.note_id)
+            return pb.RequestRetryResponse(upload=upload)
+        except ServiceError as exc:
+            await abort(context, exc)

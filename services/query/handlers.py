@@ -36,6 +36,7 @@ from scribe.events.v1 import events_pb2 as ev
 from scribe.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from scribe.query.v1 import query_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
+from services.query import export
 from services.query.config import QuerySettings
 from services.query.models import NoteRow
 
@@ -49,6 +50,7 @@ STAGE_TERMINAL = 3
 
 _STAGE_BY_EVENT: dict[type[Message], int] = {
     ev.AudioIngested: STAGE_INGESTED,
+    ev.TranscriptionRequested: STAGE_PROCESSING,
     ev.TranscriptionStarted: STAGE_PROCESSING,
     ev.TranscriptionCompleted: STAGE_TRANSCRIBED,
     ev.TranscriptionFailed: STAGE_TERMINAL,
@@ -57,13 +59,15 @@ _STAGE_BY_EVENT: dict[type[Message], int] = {
 }
 _STATUS_BY_EVENT: dict[type[Message], str] = {
     ev.AudioIngested: "pending",
+    # A retry: the note is processing from the moment it is accepted (seed 000).
+    ev.TranscriptionRequested: "processing",
     ev.TranscriptionStarted: "processing",
     ev.TranscriptionCompleted: "processing",
     ev.TranscriptionFailed: "failed",
     ev.NoteGenerated: "completed",
     ev.NoteGenerationFailed: "failed",
 }
-PROJECTED_EVENTS: tuple[type[Message], ...] = tuple(_STAGE_BY_EVENT)
+PROJECTED_EVENTS: tuple[type[Message], ...] = (*_STAGE_BY_EVENT, ev.NoteSectionUpdated)
 
 STATUS_TO_PROTO = {
     "pending": types.NOTE_STATUS_PENDING,
@@ -147,13 +151,33 @@ def _sections_json(sections) -> list[dict[str, Any]]:
             "content": section.content,
             "order": section.order,
             "source_segments": list(section.source_segments),
+            "version": section.version,
+            "edited": section.edited,
         }
         for section in sections
     ]
     return sorted(items, key=lambda section: section["order"])
 
 
-def _fill_note_facts(row: NoteRow, payload: ev.AudioIngested) -> None:
+def _merge_sections(current: list[dict[str, Any]] | None, incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sections of ``incoming`` over ``current``, keeping per id the higher version.
+
+    A clinician's edit (``NoteSectionUpdated``) and the generation it edits (``NoteGenerated``)
+    travel on different topics and may arrive in either order; the version decides.
+    """
+    kept = {section["id"]: section for section in current or []}
+    merged = []
+    for section in incoming:
+        existing = kept.pop(section["id"], None)
+        if existing is not None and existing.get("version", 0) > section.get("version", 0):
+            merged.append(existing)
+        else:
+            merged.append(section)
+    merged.extend(kept.values())
+    return sorted(merged, key=lambda section: (section["order"], section["label"]))
+
+
+def _fill_note_facts(row: NoteRow, payload: ev.AudioIngested | ev.TranscriptionRequested) -> None:
     """What the client told us at upload: the same in every run, so any AudioIngested may fill it."""
     note = payload.note
     row.name = _clip(note.name, 255)
@@ -199,10 +223,15 @@ def _apply_run_event(row: NoteRow, payload: Message) -> None:
             row.language = _clip(payload.transcript.language, 16)
         if payload.transcript.duration_ms > 0:
             row.duration_ms = payload.transcript.duration_ms
+    elif isinstance(payload, ev.NoteSectionUpdated):
+        # Not a step of the run: only the section changes, never the status.
+        row.sections = _merge_sections(row.sections, _sections_json([payload.section]))
+        return
     elif isinstance(payload, ev.NoteGenerated):
         if row.status != "failed":
-            # A later NoteGenerated of the same run (same topic, so in order) replaces the sections.
-            row.sections = _sections_json(payload.sections)
+            # A re-announced NoteGenerated of the same run replaces the sections, but never with an
+            # older version of a section than one already shown.
+            row.sections = _merge_sections(row.sections, _sections_json(payload.sections))
             row.generator = _clip(payload.generator, 64)
             if payload.language and not row.language:
                 row.language = _clip(payload.language, 16)
@@ -224,7 +253,7 @@ def merge_event(row: NoteRow, payload: Message, occurred_at: dt.datetime) -> Non
     """Fold one event into a note's row; the same event any number of times gives the same row."""
     if occurred_at > row.updated_at:
         row.updated_at = occurred_at
-    if isinstance(payload, ev.AudioIngested):
+    if isinstance(payload, (ev.AudioIngested, ev.TranscriptionRequested)):
         _fill_note_facts(row, payload)
     attempt = _attempt(payload)
     if attempt < row.attempt:
@@ -314,6 +343,7 @@ class LagSource(Protocol):
 class _StatusRow:
     tenant_id: str
     status: str
+    attempt: int
 
 
 # Everything a list item shows: never the transcript or sections, which can be large.
@@ -387,10 +417,30 @@ def _note_view(row: Any, *, with_content: bool) -> pb.NoteView:
                 content=section["content"],
                 order=section["order"],
                 source_segments=section["source_segments"],
+                version=section.get("version", 1),
+                edited=section.get("edited", False),
             )
             for section in row.sections or []
         )
     return view
+
+
+def document_from_view(view: pb.NoteView) -> export.NoteDocument:
+    """What an exported document shows of a note."""
+    return export.NoteDocument(
+        note_id=view.note_id,
+        name=view.info.name,
+        gender=view.info.gender,
+        external_id=view.info.external_id,
+        language=view.language or view.transcript.language,
+        created_at=from_timestamp(view.created_at),
+        updated_at=from_timestamp(view.updated_at),
+        metadata=[(item.key, item.value) for item in view.info.metadata],
+        sections=[
+            export.ExportSection(title=section.title, label=section.label, content=section.content, order=section.order)
+            for section in sorted(view.sections, key=lambda section: section.order)
+        ],
+    )
 
 
 def _fallback_status(upload: ingestion_pb2.Upload) -> int:
@@ -467,6 +517,23 @@ class NoteReader:
             raise _access_denied()
         return _note_view(row, with_content=True)
 
+    async def export_note(self, tenant_id: str, note_id: str, fmt: str) -> pb.ExportNoteResponse:
+        """A completed note as a document (TXT or RTF); FAILED_PRECONDITION NOTE_NOT_READY before."""
+        if fmt not in export.FORMATS:
+            raise _validation(f"format must be one of {', '.join(export.FORMATS)}", "format")
+        view = await self.get_note(tenant_id, note_id)
+        if view.status != types.NOTE_STATUS_COMPLETED:
+            status = STATUS_FROM_PROTO.get(view.status, "pending")
+            details: dict[str, Any] = {"status": status}
+            if view.status == types.NOTE_STATUS_FAILED:
+                details["failure"] = {"code": view.failure.code, "message": view.failure.message}
+                message = "The note failed; there is no note to export"
+            else:
+                message = "The note is not ready yet; export it once its status is completed"
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "NOTE_NOT_READY", message, details)
+        content, content_type, filename = export.render(document_from_view(view), fmt)
+        return pb.ExportNoteResponse(content=content, content_type=content_type, filename=filename)
+
     async def get_status(self, tenant_id: str, note_id: str) -> pb.GetNoteStatusResponse:
         """A note's status; one primary-key lookup of two columns, as thousands of clients poll it."""
         self._require_ids(tenant_id, note_id)
@@ -475,11 +542,13 @@ class NoteReader:
             found = await self._await_projection(tenant_id, note_id)
         if isinstance(found, ingestion_pb2.Upload):
             status = _fallback_status(found)
+            attempt = found.run.attempt or 1
         else:
             if found.tenant_id != tenant_id:
                 raise _access_denied()
             status = STATUS_TO_PROTO.get(found.status, types.NOTE_STATUS_UNSPECIFIED)
-        return pb.GetNoteStatusResponse(status=status, valid=status != types.NOTE_STATUS_FAILED)
+            attempt = found.attempt
+        return pb.GetNoteStatusResponse(status=status, valid=status != types.NOTE_STATUS_FAILED, attempt=attempt)
 
     @staticmethod
     def _require_ids(tenant_id: str, note_id: str) -> None:
@@ -495,9 +564,11 @@ class NoteReader:
     async def _status_row(self, note_id: str) -> _StatusRow | None:
         async with self.session_maker() as session:
             row = (
-                await session.execute(select(NoteRow.tenant_id, NoteRow.status).where(NoteRow.note_id == note_id))
+                await session.execute(
+                    select(NoteRow.tenant_id, NoteRow.status, NoteRow.attempt).where(NoteRow.note_id == note_id)
+                )
             ).first()
-        return None if row is None else _StatusRow(row.tenant_id, row.status)
+        return None if row is None else _StatusRow(row.tenant_id, row.status, row.attempt)
 
     async def _await_projection(self, tenant_id: str, note_id: str) -> _StatusRow | ingestion_pb2.Upload:
         """For a note the projection does not know: its row once projected, or ingestion's upload.

@@ -29,3 +29,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             return await self.reader.get_status(request.tenant_id, request.note_id)
         except ServiceError as exc:
             await abort(context, exc)
+
+    async def ExportNote(self, request: pb.ExportNoteRequest, context) -> pb.ExportNoteResponse:
+        try:
+            return await self.reader.export_note(request.tenant_id, request.note_id, request.format)
+        except ServiceError as exc:
+            await abort(context, exc)

@@ -9,7 +9,8 @@ from services.transcription.handlers import TranscriptionHandlers
 
 def build_consumer(messaging: Messaging, handlers: TranscriptionHandlers):
     return messaging.consumer(
-        {ev.AudioIngested: handlers.on_audio_ingested},
+        # A retry's TranscriptionRequested carries the same facts as AudioIngested.
+        {ev.AudioIngested: handlers.on_audio_ingested, ev.TranscriptionRequested: handlers.on_audio_ingested},
         max_records=1,
         wait_for_capacity=handlers.wait_for_capacity,
     )

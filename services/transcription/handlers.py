@@ -114,6 +114,17 @@ class TranscriptionHandlers:
                     segments=[],
                 )
             )
+            if (payload.run.attempt or 1) > 1:
+                # A retry supersedes the note's older runs that no worker has started yet.
+                await session.execute(
+                    update(JobRow)
+                    .where(
+                        JobRow.note_id == envelope.note_id,
+                        JobRow.attempt < payload.run.attempt,
+                        JobRow.status == "queued",
+                    )
+                    .values(status="superseded")
+                )
             session.sync_session.info.setdefault("after_commit", []).append(self._poke)
             return
         # A re-driven run we already finished: the broker may have lost our answer, say it again.

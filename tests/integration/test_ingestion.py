@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -19,6 +20,7 @@ from services.ingestion.config import IngestionSettings
 from services.ingestion.models import UploadRow
 from services.ingestion.server import build_service
 from tests.support.audio import write_tone
+from tests.support.events import collect, publish
 
 
 @pytest.fixture
@@ -126,3 +128,87 @@ async def test_metadata_must_come_first(ingestion):
     with pytest.raises(grpc.aio.AioRpcError) as rejected:
         await stub.UploadAudio(requests())
     assert rejected.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _wait_status(stub, note_id: str, status: int, tenant: str = "tenant-a") -> pb.Upload:
+    # Generous: the broker hands partitions to a re-joining consumer group only after ~15 s.
+    for _ in range(800):
+        upload = (await stub.GetUpload(pb.GetUploadRequest(tenant_id=tenant, note_id=note_id))).upload
+        if upload.status == status:
+            return upload
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"note never reached status {status}")
+
+
+async def test_retry_starts_one_new_run_and_refuses_while_processing(ingestion, broker, topic_prefix, tmp_path):
+    service, stub, _ = ingestion
+    data = write_tone(tmp_path / "tone.wav", seconds=2).read_bytes()
+    upload = (await stub.UploadAudio(_requests(data))).upload
+    note_id = upload.note_id
+
+    # The first run ends (its NoteGenerated reaches ingestion's consumer): completed, retry allowed.
+    await publish(broker, topic_prefix, ev.NoteGenerated(run=upload.run), tenant_id="tenant-a", note_id=note_id)
+    await _wait_status(stub, note_id, types.NOTE_STATUS_COMPLETED)
+
+    # Two retries at once: one starts run 2, the other is told a transcription is in progress.
+    results = await asyncio.gather(
+        *(stub.RequestRetry(pb.RequestRetryRequest(tenant_id="tenant-a", note_id=note_id)) for _ in range(2)),
+        return_exceptions=True,
+    )
+    accepted = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(accepted) == 1 and len(refused) == 1, results
+    assert refused[0].code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert from_rpc_error(refused[0]).code == "TRANSCRIPTION_IN_PROGRESS"
+    retried = accepted[0].upload
+    assert (retried.status, retried.run.attempt) == (types.NOTE_STATUS_PROCESSING, 2)
+    assert retried.run.run_id != upload.run.run_id and retried.audio.blob_key == upload.audio.blob_key
+
+    requested = await collect(broker, topic_prefix, ev.TranscriptionRequested, at_least=1)
+    assert [(e.payload.run.run_id, e.payload.reason) for e in requested] == [(retried.run.run_id, "retry")]
+    assert requested[0].payload.audio.blob_key == upload.audio.blob_key
+    assert requested[0].payload.note.name == "Rex"
+
+    # A late terminal event of the superseded run 1 changes nothing; run 2's own ends it.
+    await publish(broker, topic_prefix, ev.TranscriptionFailed(run=upload.run), tenant_id="tenant-a", note_id=note_id)
+    await publish(
+        broker, topic_prefix,
+        ev.TranscriptionFailed(run=retried.run, failure=types.Failure(code="NO_SPEECH", message="x")),
+        tenant_id="tenant-a", note_id=note_id,
+    )
+    failed = await _wait_status(stub, note_id, types.NOTE_STATUS_FAILED)
+    assert failed.run.attempt == 2
+    again = (await stub.RequestRetry(pb.RequestRetryRequest(tenant_id="tenant-a", note_id=note_id))).upload
+    assert again.run.attempt == 3
+
+
+async def test_retry_from_pending_and_of_unknown_or_foreign_notes(ingestion, broker, topic_prefix, tmp_path):
+    _, stub, _ = ingestion
+    data = write_tone(tmp_path / "tone.wav", seconds=2).read_bytes()
+    upload = (await stub.UploadAudio(_requests(data))).upload
+    retried = (await stub.RequestRetry(pb.RequestRetryRequest(tenant_id="tenant-a", note_id=upload.note_id))).upload
+    assert (retried.status, retried.run.attempt) == (types.NOTE_STATUS_PROCESSING, 2)
+
+    # Once run 2's transcription has started, ingestion still says processing and refuses retries.
+    await publish(broker, topic_prefix, ev.TranscriptionStarted(run=retried.run), tenant_id="tenant-a",
+                  note_id=upload.note_id)
+    with pytest.raises(grpc.aio.AioRpcError) as busy:
+        await stub.RequestRetry(pb.RequestRetryRequest(tenant_id="tenant-a", note_id=upload.note_id))
+    assert from_rpc_error(busy.value).code == "TRANSCRIPTION_IN_PROGRESS"
+
+    for tenant, note_id, status, code in [
+        ("tenant-b", upload.note_id, grpc.StatusCode.PERMISSION_DENIED, "NOTE_ACCESS_DENIED"),
+        ("tenant-a", "6a4fe1de-52c4-4b2b-a30f-4b3fa9d7d8b3", grpc.StatusCode.NOT_FOUND, "NOTE_NOT_FOUND"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.RequestRetry(pb.RequestRetryRequest(tenant_id=tenant, note_id=note_id))
+        assert (refused.value.code(), from_rpc_error(refused.value).code) == (status, code)
+
+
+async def test_a_started_transcription_marks_the_note_processing(ingestion, broker, topic_prefix, tmp_path):
+    _, stub, _ = ingestion
+    data = write_tone(tmp_path / "tone.wav", seconds=2).read_bytes()
+    upload = (await stub.UploadAudio(_requests(data))).upload
+    await publish(broker, topic_prefix, ev.TranscriptionStarted(run=upload.run), tenant_id="tenant-a",
+                  note_id=upload.note_id)
+    await _wait_status(stub, upload.note_id, types.NOTE_STATUS_PROCESSING)

@@ -126,3 +126,68 @@ def test_search_key_ignores_case_and_accents():
     assert search_key("Réx") == search_key("REX") == "rex"
     assert search_key("São João") == "sao joao"
     assert search_key("Straße") == "strasse"
+
+
+def _requested(attempt: int) -> ev.TranscriptionRequested:
+    return ev.TranscriptionRequested(
+        run=_run(attempt),
+        audio=types.AudioRef(duration_ms=61_000),
+        note=types.NoteInfo(name="Réx", gender="male", external_id="EXT-1"),
+        created_at=timestamp(CREATED),
+        reason="retry",
+    )
+
+
+def _section(version: int, content: str, edited: bool) -> types.NoteSection:
+    return types.NoteSection(
+        id="s-plan", label="plan", title="Plano", content=content, order=1, version=version, edited=edited
+    )
+
+
+def _generated_v(attempt: int, version: int, content: str, edited: bool = False) -> ev.NoteGenerated:
+    return ev.NoteGenerated(
+        run=_run(attempt), language="pt", sections=[_section(version, content, edited)], generator="rules-v1"
+    )
+
+
+def _edited(attempt: int, version: int, content: str) -> ev.NoteSectionUpdated:
+    return ev.NoteSectionUpdated(run=_run(attempt), section=_section(version, content, True))
+
+
+def test_a_retry_request_shows_processing_at_once_and_ends_with_the_new_run():
+    events = _timed(_ingested(1), _started(1), _transcribed(1), _generated(1), _requested(2))
+    processing = _project(events)
+    assert (processing["status"], processing["attempt"], processing["run_id"]) == ("processing", 2, RUNS[2])
+    assert processing["transcript"] is None and processing["sections"] is None
+    events += [
+        (_started(2), CREATED + dt.timedelta(minutes=10)),
+        (_transcribed(2), CREATED + dt.timedelta(minutes=11)),
+        (_generated(2), CREATED + dt.timedelta(minutes=12)),
+    ]
+    results = [_project(list(order)) for order in itertools.permutations(events[3:])]
+    for result in results:
+        assert (result["status"], result["attempt"]) == ("completed", 2)
+        assert [s["text"] for s in result["transcript"]] == ["run 2"]
+
+
+def test_a_section_edit_and_its_generation_in_either_order_show_the_edit():
+    generated = _generated_v(1, 1, "Repouso.")
+    edit = _edited(1, 2, "Repouso por 3 dias.")
+    for order in itertools.permutations(_timed(_ingested(1), _started(1), _transcribed(1), generated, edit)):
+        result = _project(list(order))
+        assert result["status"] == "completed"
+        [section] = result["sections"]
+        assert (section["content"], section["version"], section["edited"]) == ("Repouso por 3 dias.", 2, True)
+
+
+def test_an_older_section_version_never_replaces_a_newer_one():
+    result = _project(_timed(_ingested(1), _generated_v(1, 1, "A"), _edited(1, 3, "C"), _edited(1, 2, "B")))
+    assert [(s["content"], s["version"]) for s in result["sections"]] == [("C", 3)]
+    # A re-announced generation (re-drive) of the same run keeps the edit too.
+    result = _project(_timed(_ingested(1), _generated_v(1, 1, "A"), _edited(1, 2, "B"), _generated_v(1, 1, "A")))
+    assert [(s["content"], s["version"]) for s in result["sections"]] == [("B", 2)]
+
+
+def test_an_edit_of_a_superseded_run_is_ignored():
+    result = _project(_timed(_ingested(1), _generated_v(1, 1, "A"), _requested(2), _edited(1, 2, "B")))
+    assert result["status"] == "processing" and result["sections"] is None
