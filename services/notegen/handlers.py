@@ -4,6 +4,12 @@ A completed transcript of a run becomes one generation: its sections are stored 
 ``NoteGenerated`` outbox row in one transaction, or, for a transcript with no clinical content,
 the generation is recorded as failed with ``TRANSCRIPT_TOO_SHORT``. A re-driven transcript for a
 run already generated announces the stored outcome again instead of writing a second note.
+
+A section keeps its public id (uuid5 of note id and label) across the note's generations. Every
+generated row and every clinician's edit of a section id is a version of it (1, 2, ... over both).
+A note's current sections are those of its latest completed generation, where an edited section
+shows its latest edit: a regeneration never replaces a clinician's edit, it only adds history. A
+section the clinician edited that the latest generation no longer writes is still shown.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import logging
 import uuid
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import utcnow
@@ -20,16 +27,22 @@ from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
 from common.outbox import Outbox
 from scribe.events.v1 import events_pb2 as ev
+from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
 from services.notegen.config import NotegenSettings
 from services.notegen.domain.sections import DOMAINS
 from services.notegen.domain.generator import GeneratedNote, TranscriptSegment, TranscriptTooShort, generate_note
-from services.notegen.models import GenerationRow, SectionRow
+from services.notegen.models import GenerationRow, SectionEditRow, SectionRow, section_uuid
 
 log = logging.getLogger(__name__)
 
 _SPEAKER_NAMES = {types.SPEAKER_DOCTOR: "doctor", types.SPEAKER_PATIENT: "patient"}
 TOO_SHORT_MESSAGE = "We can't generate the note when the transcript is too short"
+MAX_TITLE = 255
+MAX_CONTENT = 100_000
+MAX_ORDER = 1000
+# Concurrent edits of one section that still collide on a version (SQLite, see _lock_sections) retry.
+_EDIT_ATTEMPTS = 3
 
 
 def segments_from_proto(transcript: types.Transcript) -> list[TranscriptSegment]:
@@ -105,12 +118,20 @@ class NotegenHandlers:
         generation.generator = note.generator
         session.add(generation)
         await session.flush()
-        for section in note.sections:
+        # Every section of the note, not only those written now: an edit of a section this run
+        # drops must be either seen here or see this run as the note's latest.
+        note_runs = select(GenerationRow.run_id).where(GenerationRow.note_id == generation.note_id)
+        await _lock_sections(session, SectionRow.run_id.in_(note_runs.scalar_subquery()))
+        section_ids = [section_uuid(generation.note_id, section.label) for section in note.sections]
+        versions = await _next_versions(session, section_ids)
+        for section_id, section in zip(section_ids, note.sections, strict=True):
             session.add(
                 SectionRow(
                     id=str(uuid.uuid4()),
                     run_id=generation.run_id,
                     note_id=generation.note_id,
+                    section_id=section_id,
+                    version=versions[section_id],
                     label=section.label,
                     title=section.title,
                     content=section.content,
@@ -118,39 +139,217 @@ class NotegenHandlers:
                     source_segments=list(section.source_segments),
                 )
             )
+            versions[section_id] += 1
         await session.flush()
         await self._announce(session, generation)
         log.info("note generated", extra={"sections": len(note.sections), "generator": note.generator})
 
     async def _announce(self, session: AsyncSession, generation: GenerationRow) -> None:
-        run = types.RunRef(
-            run_id=generation.run_id, attempt=generation.attempt, requested_at=timestamp(generation.requested_at)
-        )
+        run = run_ref(generation)
         if generation.status == "failed":
             payload = ev.NoteGenerationFailed(
                 run=run, failure=types.Failure(code=generation.failure_code, message=generation.failure_message)
             )
         else:
-            sections = (
-                await session.scalars(
-                    select(SectionRow).where(SectionRow.run_id == generation.run_id).order_by(SectionRow.position)
-                )
-            ).all()
             payload = ev.NoteGenerated(
                 run=run,
                 language=generation.language,
                 generator=generation.generator,
-                sections=[section_to_proto(s) for s in sections],
+                sections=await current_sections(session, generation),
             )
         await self.outbox.enqueue(session, payload, tenant_id=generation.tenant_id, note_id=generation.note_id)
 
+    # -- edits ------------------------------------------------------------------------------
 
-def section_to_proto(section: SectionRow) -> types.NoteSection:
+    async def update_section(self, request: pb.UpdateSectionRequest) -> pb.UpdateSectionResponse:
+        """Store a clinician's edit of a section as its new version and announce it (one transaction)."""
+        _validate_update(request)
+        try:
+            section_id = str(uuid.UUID(request.section_id))
+        except ValueError:
+            raise _section_not_found() from None
+        for attempt in range(1, _EDIT_ATTEMPTS + 1):
+            try:
+                async with self.session_maker() as session, session.begin():
+                    return await self._update_section_once(session, request, section_id)
+            except IntegrityError:
+                # Another edit of the section took the version we read (uq_section_edits_version).
+                log.info("section edit collided on its version", extra={"attempt": attempt})
+        raise ServiceError(
+            grpc.StatusCode.ABORTED, "CONCURRENT_UPDATE", "The section is being edited concurrently; try again"
+        )
+
+    async def _update_section_once(
+        self, session: AsyncSession, request: pb.UpdateSectionRequest, section_id: str
+    ) -> pb.UpdateSectionResponse:
+        await _lock_sections(session, SectionRow.section_id == section_id)
+        found = (
+            await session.execute(
+                select(SectionRow, GenerationRow.tenant_id)
+                .join(GenerationRow, SectionRow.run_id == GenerationRow.run_id)
+                .where(SectionRow.section_id == section_id)
+                .order_by(SectionRow.version.desc())
+                .limit(1)
+            )
+        ).first()
+        if found is None:
+            raise _section_not_found()
+        generated, tenant_id = found
+        if tenant_id != request.tenant_id:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED, "NOTE_ACCESS_DENIED", "Note does not belong to current tenant"
+            )
+        latest = await latest_generation(session, generated.note_id)
+        assert latest is not None  # the section's own generation completed
+        current = next((s for s in await current_sections(session, latest) if s.id == section_id), None)
+        if current is None:
+            # A section the latest generation no longer writes and nobody edited: edit its last text.
+            current = section_to_proto(generated, source_segments=[])
+        version = (await _next_versions(session, [section_id]))[section_id]
+        edit = SectionEditRow(
+            id=str(uuid.uuid4()),
+            section_id=section_id,
+            note_id=generated.note_id,
+            tenant_id=tenant_id,
+            label=generated.label,
+            version=version,
+            title=request.title if request.HasField("title") else current.title,
+            content=request.content if request.HasField("content") else current.content,
+            position=request.order if request.HasField("order") else current.order,
+            created_at=utcnow(),
+        )
+        session.add(edit)
+        await session.flush()
+        section = edit_to_proto(edit, source_segments=current.source_segments)
+        run = run_ref(latest)
+        await self.outbox.enqueue(
+            session, ev.NoteSectionUpdated(run=run, section=section), tenant_id=tenant_id, note_id=edit.note_id
+        )
+        log.info("section edited", extra={"label": edit.label, "version": version})
+        return pb.UpdateSectionResponse(note_id=edit.note_id, section=section, run=run)
+
+
+# -- reads and helpers ---------------------------------------------------------------------------
+
+
+def run_ref(generation: GenerationRow) -> types.RunRef:
+    return types.RunRef(
+        run_id=generation.run_id, attempt=generation.attempt, requested_at=timestamp(generation.requested_at)
+    )
+
+
+async def latest_generation(session: AsyncSession, note_id: str) -> GenerationRow | None:
+    """The note's latest completed generation (highest attempt, then newest)."""
+    return await session.scalar(
+        select(GenerationRow)
+        .where(GenerationRow.note_id == note_id, GenerationRow.status == "completed")
+        .order_by(GenerationRow.attempt.desc(), GenerationRow.created_at.desc(), GenerationRow.run_id.desc())
+        .limit(1)
+    )
+
+
+async def current_sections(session: AsyncSession, generation: GenerationRow) -> list[types.NoteSection]:
+    """The note's sections as of ``generation`` with every clinician's edit applied, by order.
+
+    Per section id: its latest edit when there is one (edited), else the row ``generation`` wrote.
+    Edited sections that ``generation`` does not write are kept. Source segments are those of the
+    row ``generation`` wrote, if any.
+    """
+    generated = (await session.scalars(select(SectionRow).where(SectionRow.run_id == generation.run_id))).all()
+    latest_edits: dict[str, SectionEditRow] = {}
+    edits = await session.scalars(
+        select(SectionEditRow).where(SectionEditRow.note_id == generation.note_id).order_by(SectionEditRow.version)
+    )
+    for edit in edits:
+        latest_edits[edit.section_id] = edit
+    sections = []
+    for row in generated:
+        edit = latest_edits.pop(row.section_id, None)
+        if edit is None:
+            sections.append(section_to_proto(row))
+        else:
+            sections.append(edit_to_proto(edit, source_segments=row.source_segments))
+    sections.extend(edit_to_proto(edit, source_segments=[]) for edit in latest_edits.values())
+    return sorted(sections, key=lambda s: (s.order, s.label))
+
+
+async def _lock_sections(session: AsyncSession, where: ColumnElement[bool]) -> None:
+    """Keep other writers of these sections out until commit, so that what is read next stays true.
+
+    Edits and generations of a note take it before reading versions and current sections.
+    PostgreSQL: row locks on the generated rows (in id order: two lockers never deadlock). SQLite has
+    one writer at a time but takes it only at the first write (reads before run outside the
+    transaction), so a write of no effect takes it now.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(
+            update(SectionRow)
+            .where(where)
+            .values(version=SectionRow.version)
+            .execution_options(synchronize_session=False)
+        )
+        return
+    await session.execute(select(SectionRow.id).where(where).order_by(SectionRow.id).with_for_update())
+
+
+async def _next_versions(session: AsyncSession, section_ids: list[str]) -> dict[str, int]:
+    """1 + the highest version of each section id over its generated rows and edits (1 when new)."""
+    versions = dict.fromkeys(section_ids, 0)
+    for model in (SectionRow, SectionEditRow):
+        rows = await session.execute(
+            select(model.section_id, func.max(model.version))
+            .where(model.section_id.in_(section_ids))
+            .group_by(model.section_id)
+        )
+        for section_id, version in rows:
+            versions[section_id] = max(versions[section_id], version or 0)
+    return {section_id: version + 1 for section_id, version in versions.items()}
+
+
+def _validation(message: str, field: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", message, {"field": field})
+
+
+def _section_not_found() -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, "SECTION_NOT_FOUND", "Section not found")
+
+
+def _validate_update(request: pb.UpdateSectionRequest) -> None:
+    if not any(request.HasField(field) for field in ("title", "content", "order")):
+        raise _validation("Set at least one of title, content and order", "section")
+    if request.HasField("title"):
+        if not request.title.strip():
+            raise _validation("title must not be empty", "title")
+        if len(request.title) > MAX_TITLE:
+            raise _validation(f"title is longer than {MAX_TITLE} characters", "title")
+    if request.HasField("content") and len(request.content) > MAX_CONTENT:
+        raise _validation(f"content is longer than {MAX_CONTENT} characters", "content")
+    if request.HasField("order") and not 0 <= request.order <= MAX_ORDER:
+        raise _validation(f"order must be between 0 and {MAX_ORDER}", "order")
+
+
+def section_to_proto(section: SectionRow, *, source_segments: list[int] | None = None) -> types.NoteSection:
+    """A generated row as the section it shows (not edited)."""
     return types.NoteSection(
-        id=section.id,
+        id=section.section_id,
         label=section.label,
         title=section.title,
         content=section.content,
         order=section.position,
-        source_segments=section.source_segments,
+        source_segments=section.source_segments if source_segments is None else source_segments,
+        version=section.version,
+        edited=False,
+    )
+
+
+def edit_to_proto(edit: SectionEditRow, *, source_segments) -> types.NoteSection:
+    return types.NoteSection(
+        id=edit.section_id,
+        label=edit.label,
+        title=edit.title,
+        content=edit.content,
+        order=edit.position,
+        source_segments=list(source_segments),
+        version=edit.version,
+        edited=True,
     )

@@ -1,14 +1,23 @@
-"""Note generation's own tables: generation runs, the sections they wrote, and messaging tables."""
+"""Note generation's own tables: generation runs, the sections they wrote, clinicians' edits, messaging."""
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import UTCDateTime
 from common.outbox import messaging_tables
+
+# Never change: a section's public id is derived from it (migration 0002 holds a copy for its backfill).
+SECTION_ID_NAMESPACE = uuid.UUID("d1e15953-809d-4ba0-8032-b82fe48aff49")
+
+
+def section_uuid(note_id: str, label: str) -> str:
+    """The public id of a note's section with ``label``: the same in every generation of the note."""
+    return str(uuid.uuid5(SECTION_ID_NAMESPACE, f"{note_id}:{label}"))
 
 
 class Base(DeclarativeBase):
@@ -36,20 +45,51 @@ class GenerationRow(Base):
 
 
 class SectionRow(Base):
-    """A section as generated; later edits are new versions of the same section id."""
+    """A section as one generation wrote it (``id`` is this row's own, internal).
+
+    ``section_id`` is the public id, stable across the note's generations; ``version`` orders this
+    row among every generated row and edit of that section id.
+    """
 
     __tablename__ = "sections"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("generations.run_id"), nullable=False)
     note_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    section_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
     label: Mapped[str] = mapped_column(String(64), nullable=False)
     title: Mapped[str] = mapped_column(String(255), nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     source_segments: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
 
-    __table_args__ = (Index("ix_sections_run", "run_id", "position"),)
+    __table_args__ = (
+        Index("ix_sections_run", "run_id", "position"),
+        Index("ix_sections_section", "section_id"),
+    )
+
+
+class SectionEditRow(Base):
+    """A clinician's edit of a section: a new version of it, current over any later generation."""
+
+    __tablename__ = "section_edits"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    section_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    note_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    label: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    title: Mapped[str] = mapped_column(String(255), nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("section_id", "version", name="uq_section_edits_version"),
+        Index("ix_section_edits_note", "note_id"),
+    )
 
 
 MESSAGING = messaging_tables(Base.metadata)

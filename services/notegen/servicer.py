@@ -35,3 +35,9 @@ class NotegenServicer(notegen_pb2_grpc.NoteGenServiceServicer):
                 for s in note.sections
             ],
         )
+
+    async def UpdateSection(self, request: pb.UpdateSectionRequest, context) -> pb.UpdateSectionResponse:
+        try:
+            return await self.handlers.update_section(request)
+        except ServiceError as exc:
+            await abort(context, exc)
