@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, MetaData, String
+from sqlalchemy import ForeignKey, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import UTCDateTime
@@ -39,5 +39,8 @@ class ApiKeyRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # This key's own rate limits (requests per minute / per hour); NULL means the deployment's defaults.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate_limit_per_hour: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (Index("ix_api_keys_tenant", "tenant_id"),)
