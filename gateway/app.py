@@ -22,7 +22,8 @@ from gateway.backends import Backends
 from gateway.config import GatewaySettings
 from gateway.errors import BodySizeLimitMiddleware, install_error_handlers
 from gateway.keys import ApiKeyStore
-from gateway.routes import health, notes
+from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware
+from gateway.routes import health, note_actions, notes
 from gateway.uploads import FORM_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -50,17 +51,22 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await migrate(url, MIGRATIONS)
         engine = create_engine(url)
         backends: Backends | None = None
+        rate_limiter: RateLimiter | None = None
         try:
-            key_store = ApiKeyStore(session_factory(engine))
+            key_store = ApiKeyStore(session_factory(engine), cache_ttl_s=settings.key_cache_ttl_s)
             bootstrap_key = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
             await key_store.bootstrap(bootstrap_key)
             backends = Backends.open(settings)
+            rate_limiter = RateLimiter.from_settings(settings)
+            app.state.rate_limiter = rate_limiter
             log.info("gateway ready", extra={"backends": settings.backend_addresses()})
             # On app.state rather than lifespan state so that any ASGI harness that enters the
             # lifespan (uvicorn, or a test's lifespan_context) gives routes the same objects.
             app.state.backends, app.state.key_store, app.state.engine = backends, key_store, engine
             yield
         finally:
+            if rate_limiter is not None:
+                await rate_limiter.close()
             if backends is not None:
                 await backends.close()
             await engine.dispose()
@@ -74,8 +80,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(notes.router)
+    app.include_router(note_actions.router)
     app.include_router(health.router)
     install_error_handlers(app)
+    # Outside the error handlers, so that the limit headers reach their answers (the 429, a 500) too.
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
         limit=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,

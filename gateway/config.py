@@ -40,6 +40,32 @@ class GatewaySettings(ServiceSettings):
     rpc_timeout_s: float = Field(default=15.0, gt=0, description="Deadline of a read call to a backend.")
     upload_timeout_s: float = Field(default=600.0, gt=0, description="Deadline of a whole audio upload to ingestion.")
     ready_timeout_s: float = Field(default=1.0, gt=0, description="Deadline of each health check behind /readyz.")
+    redis_url: SecretStr | None = shared(
+        "redis_url",
+        default=None,
+        description="redis://, rediss:// or unix:// URL of the Redis that holds the rate-limit windows, so "
+        "that every gateway replica shares one budget per key; unset: in this process only. When it is "
+        "unreachable the gateway serves without limits (fail open) and logs a warning.",
+    )
+    key_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a looked-up API key is trusted without asking the database again; a key "
+        "revoked on another replica or by scribe-admin stops working within this time. 0 disables the cache.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=100, ge=1, description="Requests per API key per moving minute, unless the key has its own."
+    )
+    rate_limit_per_hour: int = Field(
+        default=1000, ge=1, description="Requests per API key per moving hour, unless the key has its own."
+    )
+    rate_limit_key_prefix: str = Field(
+        default="scribe:ratelimit",
+        min_length=1,
+        description="Prefix of the rate-limit keys in Redis; deployments (or tests) sharing a Redis keep "
+        "separate budgets by using different prefixes.",
+    )
 
     @field_validator("ingestion_addr", "query_addr", "notegen_addr", "transcription_addr")
     @classmethod

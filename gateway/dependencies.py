@@ -78,7 +78,9 @@ Editor = Annotated[Principal, Depends(require_role(Role.EDITOR))]
 Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 
 
-def parse_note_id(note_id: Annotated[str, Path(description="The note's id (UUID).")]) -> str:
+def parse_note_id(
+    note_id: Annotated[str, Path(description="The note's id (UUID).", json_schema_extra={"format": "uuid"})],
+) -> str:
     """The path's note id in canonical form; 400 INVALID_NOTE_ID when it is not a UUID."""
     try:
         return str(uuid.UUID(note_id))

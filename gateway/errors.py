@@ -59,6 +59,8 @@ GRPC_STATUS: dict[grpc.StatusCode, int] = {
 CODE_STATUS: dict[str, int] = {
     "PAYLOAD_TOO_LARGE": 413,
     "TRANSCRIPT_TOO_SHORT": 422,
+    # The request is valid but the note is not in a state that allows it (seed: 422).
+    "NOTE_NOT_READY": 422,
 }
 
 # Statuses whose upstream message is not meant for clients (it may name internals).

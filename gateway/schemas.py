@@ -162,8 +162,48 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The resource is not in a state that allows this",
         413: "Audio larger than the limit (PAYLOAD_TOO_LARGE)",
         422: "Valid request, but processing failed (TRANSCRIPT_TOO_SHORT)",
+        429: "Too many requests for this API key (RATE_LIMIT_EXCEEDED); Retry-After says how many seconds "
+        "to wait, details.window which limit (minute or hour) was reached",
         500: "Internal error (INTERNAL_ERROR)",
         503: "A backend service is unavailable (SERVICE_UNAVAILABLE)",
         504: "A backend service did not answer in time (GATEWAY_TIMEOUT)",
     }
     return {status: {"model": ErrorResponse, "description": descriptions[status]} for status in statuses}
+
+
+def with_rate_limit_headers(
+    responses: dict[int | str, dict[str, Any]], success: int
+) -> dict[int | str, dict[str, Any]]:
+    """``responses`` with the rate-limit headers documented on the ``success`` and 429 answers.
+
+    Every answer of a limited route carries them (its errors too, but for 401 and 403, answered
+    before the key is counted); the 429 adds ``Retry-After``.
+    """
+    headers: dict[str, dict[str, Any]] = {}
+    for window, limit, remaining in (("Minute", 100, 87), ("Hour", 1000, 912)):
+        unit = window.lower()
+        headers[f"X-RateLimit-Limit-{window}"] = {
+            "description": f"Requests this API key may make per moving {unit}.",
+            "schema": {"type": "integer", "example": limit},
+        }
+        headers[f"X-RateLimit-Remaining-{window}"] = {
+            "description": f"Requests left to this API key in the moving {unit} (this one counted).",
+            "schema": {"type": "integer", "example": remaining},
+        }
+        headers[f"X-RateLimit-Reset-{window}"] = {
+            "description": f"When the oldest request counted in the {unit} leaves it, freeing a slot "
+            "(Unix epoch seconds).",
+            "schema": {"type": "integer", "example": 1642694400},
+        }
+    retry_after = {
+        "Retry-After": {
+            "description": "Seconds to wait before the next request can succeed.",
+            "schema": {"type": "integer", "minimum": 1, "example": 13},
+        }
+    }
+    documented = {status: dict(entry) for status, entry in responses.items()}
+    documented.setdefault(429, dict(error_responses(429)[429]))
+    documented.setdefault(success, {})
+    documented[success]["headers"] = {**documented[success].get("headers", {}), **headers}
+    documented[429]["headers"] = {**documented[429].get("headers", {}), **headers, **retry_after}
+    return documented

@@ -18,8 +18,8 @@ from starlette.formparsers import MultiPartException
 from common.logs import log_context
 from gateway.backends import Backends
 from gateway.config import GatewaySettings
-from gateway.dependencies import BackendStubs, Caller, Editor, NoteId, Settings
-from gateway.errors import ApiError, validation_error
+from gateway.dependencies import BackendStubs, Caller, NoteId, Settings
+from gateway.errors import ApiError, payload_too_large, validation_error
 from gateway.presenters import (
     STATUS_VALUES,
     has_transcript,
@@ -30,6 +30,7 @@ from gateway.presenters import (
     status_result,
     transcript_text,
 )
+from gateway.ratelimit import Limited, LimitedEditor
 from gateway.schemas import (
     ErrorResponse,
     NoteDetailResponse,
@@ -40,6 +41,7 @@ from gateway.schemas import (
     PageMeta,
     StatusResponse,
     error_responses,
+    with_rate_limit_headers,
 )
 from gateway.uploads import FORM_LIMITS, form_error, read_form, upload_metadata, upload_requests
 from scribe.query.v1 import query_pb2
@@ -66,10 +68,12 @@ _UPLOAD_BODY = {
     status_code=201,
     response_model=NoteResponse,
     summary="Create a note from a consultation's audio",
-    responses=error_responses(400, 401, 403, 413, 500, 503, 504),
+    responses=with_rate_limit_headers(error_responses(400, 401, 403, 413, 429, 500, 503, 504), 201),
     openapi_extra=_UPLOAD_BODY,
 )
-async def create_note(principal: Editor, request: Request, backends: BackendStubs, settings: Settings) -> NoteResponse:
+async def create_note(
+    principal: LimitedEditor, request: Request, backends: BackendStubs, settings: Settings
+) -> NoteResponse:
     """Upload the audio (multipart ``audio``) with the note's fields; the note starts ``pending``."""
     try:
         form = await request.form(**FORM_LIMITS)
@@ -77,6 +81,9 @@ async def create_note(principal: Editor, request: Request, backends: BackendStub
         raise form_error(exc) from None
     try:
         audio, fields = read_form(form)
+        if audio.size is not None and audio.size > settings.max_upload_bytes:
+            # The body limit leaves room for the form's framing; the audio itself gets the exact limit.
+            raise payload_too_large(settings.max_upload_bytes)
         metadata = upload_metadata(principal.tenant_id, audio, fields)
         response = await backends.ingestion.UploadAudio(
             upload_requests(metadata, audio, settings.upload_chunk_bytes), timeout=settings.upload_timeout_s
@@ -93,13 +100,13 @@ async def create_note(principal: Editor, request: Request, backends: BackendStub
     "/notes",
     response_model=NoteListResponse,
     summary="List notes, newest first, with filters",
-    responses=error_responses(400, 401, 500, 503, 504),
+    responses=with_rate_limit_headers(error_responses(400, 401, 429, 500, 503, 504), 200),
 )
 async def list_notes(
-    principal: Caller,
+    principal: Limited,
     backends: BackendStubs,
     settings: Settings,
-    page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1.")] = 1,
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page, 1 to 100.")] = 10,
     transcription_status: Annotated[NoteStatusName | None, Query(description="Only notes in this status.")] = None,
     name: Annotated[str | None, Query(max_length=255, description="Partial match on the patient's name.")] = None,
@@ -158,10 +165,10 @@ async def _get_note(backends: Backends, settings: GatewaySettings, tenant_id: st
     "/notes/{note_id}",
     response_model=NoteDetailResponse,
     summary="A note with its sections, transcript and outcome",
-    responses=error_responses(400, 401, 403, 404, 500, 503, 504),
+    responses=with_rate_limit_headers(error_responses(400, 401, 403, 404, 429, 500, 503, 504), 200),
 )
 async def get_note(
-    principal: Caller, note_id: NoteId, request: Request, backends: BackendStubs, settings: Settings
+    principal: Limited, note_id: NoteId, request: Request, backends: BackendStubs, settings: Settings
 ) -> NoteDetailResponse:
     """The note's detail; right after its creation this never answers 404 (read-your-writes)."""
     view = await _get_note(backends, settings, principal.tenant_id, note_id)
@@ -189,34 +196,34 @@ async def get_note_status(
     name=TRANSCRIPT_ROUTE,
     response_class=PlainTextResponse,
     summary="The transcript as plain text",
-    responses={
+    responses=with_rate_limit_headers({
         200: {
             "content": {"text/plain": {"example": "[00:01.2] doctor: Bom dia, o que aconteceu com o Rex?\n"}},
             "description": "One line per segment: [mm:ss.d] speaker: text",
         },
-        **error_responses(400, 401, 403, 404, 500, 503, 504),
-        409: {
+        **error_responses(400, 401, 403, 404, 429, 500, 503, 504),
+        422: {
             "model": ErrorResponse,
             "description": "No transcript yet (TRANSCRIPT_NOT_READY, while pending or processing) or never "
             "(TRANSCRIPT_UNAVAILABLE, the note failed before one was made; details.failure says why)",
         },
-    },
+    }, 200),
 )
 async def get_note_transcript(
-    principal: Caller, note_id: NoteId, backends: BackendStubs, settings: Settings
+    principal: Limited, note_id: NoteId, backends: BackendStubs, settings: Settings
 ) -> PlainTextResponse:
-    """One line per segment, ``[mm:ss.d] speaker: text``; 409 while there is no transcript."""
+    """One line per segment, ``[mm:ss.d] speaker: text``; 422 while there is no transcript."""
     view = await _get_note(backends, settings, principal.tenant_id, note_id)
     if not has_transcript(view):
         status = status_name(view.status)
         if view.status == types.NOTE_STATUS_FAILED:
             raise ApiError(
-                409,
+                422,
                 "TRANSCRIPT_UNAVAILABLE",
                 "The note failed before a transcript was made",
                 {"status": status, "failure": {"code": view.failure.code, "message": view.failure.message}},
             )
-        raise ApiError(409, "TRANSCRIPT_NOT_READY", "The transcript is not ready yet", {"status": status})
+        raise ApiError(422, "TRANSCRIPT_NOT_READY", "The transcript is not ready yet", {"status": status})
     return PlainTextResponse(
         transcript_text(view),
         headers={"content-disposition": f'inline; filename="{note_id}.txt"'},
