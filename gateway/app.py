@@ -23,7 +23,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import BodySizeLimitMiddleware, install_error_handlers
 from gateway.keys import ApiKeyStore
 from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware
-from gateway.routes import health, note_actions, notes
+from gateway.routes import generate, health, note_actions, notes
 from gateway.uploads import FORM_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     app.include_router(notes.router)
     app.include_router(note_actions.router)
+    app.include_router(generate.router)
     app.include_router(health.router)
     install_error_handlers(app)
     # Outside the error handlers, so that the limit headers reach their answers (the 429, a 500) too.
@@ -89,6 +90,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         BodySizeLimitMiddleware,
         limit=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
         audio_limit=settings.max_upload_bytes,
+        json_limit=settings.max_json_bytes,
+        upload_paths=frozenset({"/notes/v1/notes"}),
     )
     app.add_middleware(AccessLogMiddleware)
     _document_errors_as_answered(app)

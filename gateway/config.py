@@ -37,6 +37,9 @@ class GatewaySettings(ServiceSettings):
     max_upload_bytes: int = Field(
         default=200 * 1024 * 1024, ge=1, description="Largest audio accepted; bigger bodies are refused unread."
     )
+    max_json_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest JSON request body (e.g. a transcript to /generate-note)."
+    )
     rpc_timeout_s: float = Field(default=15.0, gt=0, description="Deadline of a read call to a backend.")
     upload_timeout_s: float = Field(default=600.0, gt=0, description="Deadline of a whole audio upload to ingestion.")
     ready_timeout_s: float = Field(default=1.0, gt=0, description="Deadline of each health check behind /readyz.")

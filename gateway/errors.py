@@ -111,9 +111,10 @@ class PayloadTooLarge(StarletteHTTPException):
     other exception there into a generic 400.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, audio: bool = True) -> None:
         super().__init__(status_code=413, detail="The request body is too large")
         self.limit = limit
+        self.audio = audio
 
 
 def invalid_note_id() -> ApiError:
@@ -129,6 +130,11 @@ def unauthorized() -> ApiError:
 def payload_too_large(limit: int) -> ApiError:
     """The 413 for audio over ``limit`` bytes, as ingestion answers it."""
     return ApiError(413, "PAYLOAD_TOO_LARGE", f"The audio file is larger than {limit} bytes", {"max_bytes": limit})
+
+
+def body_too_large(limit: int) -> ApiError:
+    """The 413 for a (JSON) request body over ``limit`` bytes."""
+    return ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body is larger than {limit} bytes", {"max_bytes": limit})
 
 
 def from_service_error(error: ServiceError) -> ApiError:
@@ -177,7 +183,7 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     headers = dict(exc.headers) if exc.headers else None
     if isinstance(exc, PayloadTooLarge):
-        error = payload_too_large(exc.limit)
+        error = payload_too_large(exc.limit) if exc.audio else body_too_large(exc.limit)
     elif status == 404:
         error = ApiError(404, "NOT_FOUND", "Route not found")
     elif status == 405:
@@ -246,21 +252,30 @@ class UnhandledErrorMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse a request body over ``limit`` bytes, before reading it when Content-Length says so.
+    """Refuse a request body over its limit, before reading it when Content-Length says so.
 
-    Ingestion enforces the real limit on the audio itself; this spares the gateway from spooling
-    an oversized upload to disk first. Bodies without a Content-Length are counted as they arrive.
+    Audio uploads (``upload_paths``, POST) may be as large as the audio limit plus the form's
+    framing; every other body (JSON) has the much smaller ``json_limit``. Ingestion enforces the
+    real audio limit on the audio itself; this spares the gateway from spooling an oversized body
+    to disk first. Bodies without a Content-Length are counted as they arrive.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, audio_limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, audio_limit: int, json_limit: int, upload_paths: frozenset[str]
+    ) -> None:
         self.app = app
         self.limit = limit
         self.audio_limit = audio_limit
+        self.json_limit = json_limit
+        self.upload_paths = upload_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope.get("method") == "POST" and scope.get("path") in self.upload_paths
+        limit = self.limit if upload else self.json_limit
+        too_large = payload_too_large(self.audio_limit) if upload else body_too_large(self.json_limit)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -268,8 +283,8 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     await ApiError(400, "BAD_REQUEST", "Invalid Content-Length").response()(scope, receive, send)
                     return
-                if declared > self.limit:
-                    response = payload_too_large(self.audio_limit).response()
+                if declared > limit:
+                    response = too_large.response()
                     # The unread body makes the connection useless for a next request.
                     response.headers["connection"] = "close"
                     await response(scope, receive, send)
@@ -281,8 +296,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise PayloadTooLarge(self.audio_limit)
+                if received > limit:
+                    raise PayloadTooLarge(self.audio_limit if upload else self.json_limit, audio=upload)
             return message
 
         await self.app(scope, counting_receive, send)

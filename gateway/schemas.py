@@ -160,7 +160,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The key's role or tenant does not allow this (FORBIDDEN, NOTE_ACCESS_DENIED)",
         404: "No such note (NOTE_NOT_FOUND)",
         409: "The resource is not in a state that allows this",
-        413: "Audio larger than the limit (PAYLOAD_TOO_LARGE)",
+        413: "Audio or request body larger than the limit (PAYLOAD_TOO_LARGE)",
         422: "Valid request, but processing failed (TRANSCRIPT_TOO_SHORT)",
         429: "Too many requests for this API key (RATE_LIMIT_EXCEEDED); Retry-After says how many seconds "
         "to wait, details.window which limit (minute or hour) was reached",

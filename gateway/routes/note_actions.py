@@ -88,7 +88,7 @@ class SectionResponse(BaseModel):
 
 _RETRY_ERRORS = with_rate_limit_headers(
     {
-        **error_responses(401, 403, 404, 429, 500, 503, 504),
+        **error_responses(401, 403, 404, 413, 429, 500, 503, 504),
         400: {
             "model": ErrorResponse,
             "description": "INVALID_NOTE_ID (missing, not a UUID, or a malformed body), or TRANSCRIPTION_IN_PROGRESS "
@@ -239,7 +239,7 @@ async def export_note(
     summary="Edit one section of a note (content, title, order)",
     responses=with_rate_limit_headers(
         {
-            **error_responses(401, 403, 429, 500, 503, 504),
+            **error_responses(401, 403, 413, 429, 500, 503, 504),
             400: {
                 "model": ErrorResponse,
                 "description": "VALIDATION_ERROR: no id, id not a UUID, nothing to change, or a field out of bounds",

@@ -15,6 +15,7 @@ section the clinician edited that the latest generation no longer writes is stil
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 import grpc
@@ -57,6 +58,30 @@ def segments_from_proto(transcript: types.Transcript) -> list[TranscriptSegment]
     ]
 
 
+# Short, frequent function words that tell the three supported languages apart.
+_STOPWORDS = {
+    "pt": {"o", "a", "os", "as", "um", "uma", "de", "do", "da", "que", "não", "é", "com", "para", "está", "você",
+           "ele", "ela", "em", "no", "na", "mas", "tá", "isso", "dia", "vai", "vou"},
+    "en": {"the", "a", "an", "and", "of", "to", "is", "it", "you", "i", "he", "she", "in", "on", "for", "with",
+           "not", "that", "this", "have", "has", "was", "will", "your", "my"},
+    "es": {"el", "la", "los", "las", "un", "una", "de", "del", "que", "no", "es", "con", "para", "está", "usted",
+           "en", "pero", "muy", "y", "lo", "le", "se", "por", "ha", "voy"},
+}
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def guess_language(transcript: types.Transcript) -> str:
+    """pt, en or es for a transcript that came without its language, by counting function words."""
+    counts = dict.fromkeys(_STOPWORDS, 0)
+    for segment in transcript.segments:
+        for word in _WORD.findall(segment.text.lower()):
+            for language, words in _STOPWORDS.items():
+                if word in words:
+                    counts[language] += 1
+    best = max(counts, key=lambda language: (counts[language], language == "en"))
+    return best if counts[best] else "en"
+
+
 class NotegenHandlers:
     def __init__(
         self, settings: NotegenSettings, session_maker: async_sessionmaker[AsyncSession], outbox: Outbox
@@ -69,7 +94,7 @@ class NotegenHandlers:
         """Write a note from a transcript (pure, fast); raises TranscriptTooShort."""
         return generate_note(
             segments_from_proto(transcript),
-            transcript.language or "en",
+            transcript.language or guess_language(transcript),
             domain=domain or self.settings.domain,
             min_words=self.settings.min_words,
         )
