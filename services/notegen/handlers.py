@@ -32,6 +32,7 @@ from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
 from services.notegen.config import NotegenSettings
 from services.notegen.domain.sections import DOMAINS
+from services.notegen.llm import LlmConfig, LlmGenerator
 from services.notegen.domain.generator import GeneratedNote, TranscriptSegment, TranscriptTooShort, generate_note
 from services.notegen.models import GenerationRow, SectionEditRow, SectionRow, section_uuid
 
@@ -89,23 +90,46 @@ class NotegenHandlers:
         self.settings = settings
         self.session_maker = session_maker
         self.outbox = outbox
+        self.llm: LlmGenerator | None = None
+        if settings.llm_base_url:
+            key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+            self.llm = LlmGenerator(
+                LlmConfig(settings.llm_base_url, settings.llm_model, key, timeout_s=settings.llm_timeout_s)
+            )
 
-    def generate(self, transcript: types.Transcript, domain: str = "") -> GeneratedNote:
-        """Write a note from a transcript (pure, fast); raises TranscriptTooShort."""
-        return generate_note(
-            segments_from_proto(transcript),
-            transcript.language or guess_language(transcript),
-            domain=domain or self.settings.domain,
-            min_words=self.settings.min_words,
-        )
+    async def close(self) -> None:
+        if self.llm is not None:
+            await self.llm.close()
 
-    def generate_sync(self, transcript: types.Transcript, domain: str) -> GeneratedNote:
+    async def generate(self, transcript: types.Transcript, domain: str = "", instructions: str | None = None) -> GeneratedNote:
+        """Write a note from a transcript; raises TranscriptTooShort.
+
+        The offline rules generator always runs (it decides what is too short, and is the
+        fallback); with an LLM endpoint configured, its verified note replaces the rules' sections
+        unless it fails, times out or has nothing traceable.
+        """
+        segments = segments_from_proto(transcript)
+        language = transcript.language or guess_language(transcript)
+        domain = domain or self.settings.domain
+        note = generate_note(segments, language, domain=domain, min_words=self.settings.min_words)
+        if self.llm is None:
+            return note
+        llm_note = await self.llm.generate(segments, language, domain, instructions)
+        if llm_note is None:
+            return note
+        llm_note.language = note.language
+        for name in ("structured",):  # facts beside the prose come from the traceable rules extraction
+            if hasattr(note, name):
+                setattr(llm_note, name, getattr(note, name))
+        return llm_note
+
+    async def generate_sync(self, transcript: types.Transcript, domain: str) -> GeneratedNote:
         if domain and domain not in DOMAINS:
             raise ServiceError(
                 grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", f"domain must be one of {', '.join(DOMAINS)}"
             )
         try:
-            return self.generate(transcript, domain)
+            return await self.generate(transcript, domain)
         except TranscriptTooShort:
             raise ServiceError(
                 grpc.StatusCode.FAILED_PRECONDITION, "TRANSCRIPT_TOO_SHORT", TOO_SHORT_MESSAGE
@@ -128,7 +152,7 @@ class NotegenHandlers:
             created_at=utcnow(),
         )
         try:
-            note = self.generate(payload.transcript)
+            note = await self.generate(payload.transcript)
         except TranscriptTooShort:
             generation.status = "failed"
             generation.failure_code = "TRANSCRIPT_TOO_SHORT"

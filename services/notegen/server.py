@@ -32,6 +32,7 @@ async def build_service(settings: NotegenSettings) -> NotegenService:
     handlers = NotegenHandlers(settings, core.session_maker, core.messaging.outbox)
     notegen_pb2_grpc.add_NoteGenServiceServicer_to_server(NotegenServicer(handlers), core.runtime.server)
     build_consumer(core.messaging, handlers)
+    core.runtime.on_shutdown("llm client", handlers.close, phase="final")
     await core.start()
     return NotegenService(core.runtime, handlers, core.messaging)
 

@@ -17,7 +17,7 @@ class NotegenServicer(notegen_pb2_grpc.NoteGenServiceServicer):
 
     async def GenerateNote(self, request: pb.GenerateNoteRequest, context) -> pb.GenerateNoteResponse:
         try:
-            note = self.handlers.generate_sync(request.transcript, request.domain)
+            note = await self.handlers.generate_sync(request.transcript, request.domain)
         except ServiceError as exc:
             await abort(context, exc)
         return pb.GenerateNoteResponse(
