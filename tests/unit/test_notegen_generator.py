@@ -501,3 +501,79 @@ def test_an_hour_long_transcript_takes_well_under_a_second() -> None:
 
     assert note.sections
     assert elapsed < 1.0, f"{elapsed:.2f}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentences, regeneration instructions, structured data
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sections_list_their_sentences_with_provenance(with_speakers: bool) -> None:
+    segments = _segments(PT_VET, with_speakers=with_speakers)
+    note = generate_note(segments, "pt")
+    for section in note.sections:
+        assert section.content == " ".join(s.text for s in section.sentences)
+        assert sorted({i for s in section.sentences for i in s.source_segments}) == section.source_segments
+        for sentence in section.sentences:
+            assert sentence.start_ms == min(segments[i].start_ms for i in sentence.source_segments)
+            assert sentence.end_ms == max(segments[i].end_ms for i in sentence.source_segments)
+    follow_up = note.section("follow_up")
+    assert follow_up is not None
+    assert [(s.text, s.source_segments, s.start_ms, s.end_ms) for s in follow_up.sentences] == [
+        ("Retorno em sete dias.", (9,), 45000, 49500)
+    ]
+
+
+def test_structured_data_sits_beside_the_prose() -> None:
+    note = generate_note(_segments(PT_VET, with_speakers=True), "pt")
+    structured = note.structured
+    assert structured.vitals.weight_kg is not None and structured.vitals.weight_kg.value == 12
+    assert structured.vitals.temperature_c is not None and structured.vitals.temperature_c.value == 39.5
+    assert [(m.name, m.dose, m.unit, m.route, m.interval_hours, m.duration_days) for m in structured.medications] == [
+        ("omeprazol", 10, "mg", "oral", 24, 5)
+    ]
+    assert [(d.text, d.status) for d in structured.diagnoses] == [("gastrite", "suspected")]
+    assert structured.follow_up_days is not None and structured.follow_up_days.value == 7
+    assert structured.patient.name is not None and structured.patient.name.value == "Bob"
+    assert structured.flags == []
+
+
+def test_instructions_shorter_keeps_the_first_sentences_of_each_section() -> None:
+    segments = _segments(PT_VET, with_speakers=True)
+    full = generate_note(segments, "pt")
+    short = generate_note(segments, "pt", instructions="Deixe a nota mais curta, por favor.")
+    assert [s.label for s in short.sections] == [s.label for s in full.sections]
+    for before, after in zip(full.sections, short.sections, strict=True):
+        assert after.sentences == before.sentences[:2]
+    assert short.structured == full.structured
+
+
+@pytest.mark.parametrize(
+    ("instructions", "absent"),
+    [
+        ("omit owner instructions", "owner_instructions"),
+        ("Sem orientações ao tutor.", "owner_instructions"),
+        ("sin seguimiento", "follow_up"),
+        ("please remove the plan", "plan"),
+    ],
+)
+def test_instructions_can_omit_a_section(instructions: str, absent: str) -> None:
+    note = generate_note(_segments(PT_VET, with_speakers=True), "pt", instructions=instructions)
+    labels = [s.label for s in note.sections]
+    assert absent not in labels
+    assert len(labels) == len(SECTION_LABELS) - 1
+    assert [s.order for s in note.sections] == list(range(1, len(labels) + 1))
+
+
+def test_instructions_the_rules_cannot_follow_are_ignored() -> None:
+    segments = _segments(PT_VET, with_speakers=True)
+    assert generate_note(segments, "pt", instructions="Write it like a poem") == generate_note(segments, "pt")
+    assert generate_note(segments, "pt", instructions="   ") == generate_note(segments, "pt")
+
+
+def test_min_words_threshold_is_configurable() -> None:
+    turns: list[Turn] = [("patient", "Ele está vomitando desde ontem."), ("doctor", "Retorno em dois dias.")]
+    with pytest.raises(TranscriptTooShort):
+        generate_note(_segments(turns), "pt")
+    note = generate_note(_segments(turns), "pt", min_words=4)
+    assert note.section("chief_complaint") is not None

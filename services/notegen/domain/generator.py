@@ -33,6 +33,16 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from services.notegen.domain.extraction import (
+    SegmentTimes,
+    Utterance,
+    extract_diagnoses,
+    extract_follow_up_days,
+    extract_medications,
+    extract_patient,
+    extract_vitals,
+)
+from services.notegen.domain.safety import check_medications
 from services.notegen.domain.sections import (
     DOMAINS,
     FALLBACK_LANGUAGE,
@@ -41,6 +51,34 @@ from services.notegen.domain.sections import (
     normalise_language,
     title_for,
 )
+from services.notegen.domain.structured import (
+    Diagnosis,
+    Fact,
+    Medication,
+    Patient,
+    SafetyFlag,
+    Sentence,
+    StructuredData,
+    Vitals,
+)
+
+__all__ = [
+    "DEFAULT_MIN_WORDS",
+    "Diagnosis",
+    "Fact",
+    "GENERATOR_NAME",
+    "GeneratedNote",
+    "GeneratedSection",
+    "Medication",
+    "Patient",
+    "SafetyFlag",
+    "Sentence",
+    "StructuredData",
+    "TranscriptSegment",
+    "TranscriptTooShort",
+    "Vitals",
+    "generate_note",
+]
 
 GENERATOR_NAME = "rules-v1"
 """Recorded on every note this module writes, so a note says which generator produced it."""
@@ -68,22 +106,31 @@ class TranscriptSegment:
 
 @dataclass
 class GeneratedSection:
-    """One section of a note; ``source_segments`` are indices into the input segments."""
+    """One section of a note.
+
+    ``content`` is the section's text: its ``sentences`` joined by a space. ``source_segments``
+    are the indices into the input segments of everything the section says; each
+    :class:`Sentence` carries its own segments and their time range.
+    """
 
     label: str
     title: str
     content: str
     order: int
     source_segments: list[int]
+    sentences: tuple[Sentence, ...] = ()
 
 
 @dataclass
 class GeneratedNote:
-    """A generated note: its language, the non-empty sections in order, and who wrote it."""
+    """A generated note: its language, the non-empty sections in order, who wrote it, and the
+    structured facts read from the same transcript (vitals, medications, diagnoses, follow-up,
+    patient, and safety flags on doses)."""
 
     language: str
     sections: list[GeneratedSection]
     generator: str
+    structured: StructuredData = field(default_factory=StructuredData)
 
     def section(self, label: str) -> GeneratedSection | None:
         """The section with ``label``, or ``None`` when the note has no such section."""
@@ -772,6 +819,8 @@ class _Sentence:
     text: str
     segments: list[int]
     speaker: str
+    # (offset in ``text``, segment index) where each segment's part of the text starts.
+    pieces: list[tuple[int, int]] = field(default_factory=list)
     folded: str = ""
     question: bool = False
     hits: dict[str, int] = field(default_factory=dict)
@@ -815,12 +864,13 @@ def _split_sentences(segments: Sequence[TranscriptSegment]) -> list[_Sentence]:
             pending = None
         for position, piece in enumerate(pieces):
             if position == 0 and pending is not None:
+                pending.pieces.append((len(pending.text) + 1, index))
                 pending.text = f"{pending.text} {piece}"
                 pending.segments.append(index)
                 current = pending
                 pending = None
             else:
-                current = _Sentence(text=piece, segments=[index], speaker=speaker)
+                current = _Sentence(text=piece, segments=[index], speaker=speaker, pieces=[(0, index)])
             is_last = position == len(pieces) - 1
             unfinished = not _TERMINAL.search(current.text)
             if is_last and unfinished and len(current.text.split()) < MAX_JOINED_WORDS:
@@ -861,14 +911,19 @@ def _content_words(folded: str, lexicon: _Lexicon) -> set[str]:
 
 
 def _is_readback(sentences: Sequence[_Sentence], index: int, lexicon: _Lexicon) -> bool:
-    """A short sentence whose every word was just said: someone repeating a dose or a date back."""
+    """A short sentence whose every word was just said: someone repeating a dose or a date back.
+
+    Only statements count as what was just said: an answer that repeats the question's words
+    ("Ele é castrado?" - "Castrado.") is a fact, not a read-back.
+    """
     sentence = sentences[index]
     words = _content_words(sentence.folded, lexicon)
     if not words or len(_words(sentence.folded)) > READBACK_MAX_WORDS:
         return False
     recent: set[str] = set()
     for earlier in sentences[max(0, index - READBACK_WINDOW) : index]:
-        recent |= _content_words(earlier.folded, lexicon)
+        if not earlier.question:
+            recent |= _content_words(earlier.folded, lexicon)
     return words <= recent
 
 
@@ -1016,11 +1071,29 @@ def _chief_complaint(
     return chosen
 
 
-def _classify(sentences: Sequence[_Sentence], lexicon: _Lexicon) -> dict[str, list[int]]:
+# Onset and duration words: a chief complaint sentence holding one also belongs to the history.
+_ONSET = re.compile(
+    r"(?<!\w)(?:desde|faz|ha|ontem|anteontem|since|ago|for|yesterday|last|hace|ayer|days?|"
+    r"dias?|semanas?|weeks?|meses|months?|comecou|started|empezo)(?!\w)"
+)
+
+
+@dataclass(frozen=True)
+class _Classification:
+    assigned: dict[str, list[int]]
+    phases: _Phases
+    readbacks: frozenset[int]
+
+    def section_of(self, index: int) -> str | None:
+        return next((label for label, idx in self.assigned.items() if index in idx), None)
+
+
+def _classify(sentences: Sequence[_Sentence], lexicon: _Lexicon) -> _Classification:
+    readbacks = frozenset(i for i in range(len(sentences)) if _is_readback(sentences, i, lexicon))
     candidates = [
         i
         for i, s in enumerate(sentences)
-        if not s.question and _has_content(s, lexicon) and not _is_readback(sentences, i, lexicon)
+        if not s.question and _has_content(s, lexicon) and i not in readbacks
     ]
     phases = _phases(sentences)
     assigned: dict[str, list[int]] = {label: [] for label in SECTION_LABELS}
@@ -1028,13 +1101,24 @@ def _classify(sentences: Sequence[_Sentence], lexicon: _Lexicon) -> dict[str, li
     chief = _chief_complaint(sentences, candidates, phases.exam_start)
     assigned["chief_complaint"] = chief
     taken = set(chief)
+    dated_complaint: list[int] = []
     for i in candidates:
         if i in taken:
+            if sentences[i].hits["history"] and _ONSET.search(sentences[i].folded):
+                dated_complaint.append(i)
             continue
         label = _best(_scores(sentences[i], phases.of(i)))
         if label is not None:
             assigned[label].append(i)
-    return {label: idx for label, idx in assigned.items() if idx}
+    # The history also tells when the complaint began: a complaint sentence that dates it
+    # ("tossindo faz umas três semanas") opens the anamnesis too, when there is one to open.
+    if assigned["anamnesis"] and dated_complaint:
+        assigned["anamnesis"] = sorted(set(dated_complaint) | set(assigned["anamnesis"]))
+    return _Classification(
+        assigned={label: idx for label, idx in assigned.items() if idx},
+        phases=phases,
+        readbacks=readbacks,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1062,22 +1146,168 @@ def _clean(text: str, lexicon: _Lexicon) -> str:
     return cleaned[0].upper() + cleaned[1:]
 
 
+def _sentence(text: str, segments: Iterable[int], times: Sequence[SegmentTimes]) -> Sentence:
+    ordered = tuple(sorted(set(segments)))
+    return Sentence(
+        text=text,
+        source_segments=ordered,
+        start_ms=min(times[i].start_ms for i in ordered),
+        end_ms=max(times[i].end_ms for i in ordered),
+    )
+
+
 def _render(
-    indices: Sequence[int], sentences: Sequence[_Sentence], lexicon: _Lexicon
-) -> tuple[str, list[int]]:
-    """Content of one section and the segments it came from."""
-    parts: list[str] = []
+    indices: Sequence[int],
+    sentences: Sequence[_Sentence],
+    lexicon: _Lexicon,
+    times: Sequence[SegmentTimes],
+) -> list[Sentence]:
+    """The sentences of one section, cleaned, each with its provenance."""
+    rendered: list[Sentence] = []
     seen: set[str] = set()
-    segments: set[int] = set()
     for i in indices:
         text = _clean(sentences[i].text, lexicon)
         # The same sentence said twice ("Sete dias." ... "Sete dias.") is written once.
         if not text or _fold(text) in seen:
             continue
-        parts.append(text)
         seen.add(_fold(text))
-        segments.update(sentences[i].segments)
-    return " ".join(parts), sorted(segments)
+        rendered.append(_sentence(text, sentences[i].segments, times))
+    return rendered
+
+
+def _treatment_line(
+    medications: Sequence[Medication], plan: Sequence[Sentence], times: Sequence[SegmentTimes]
+) -> Sentence | None:
+    """The plan names what is given or prescribed, in the words said ("Omeprazol, metronidazol."),
+    unless the plan's own sentences already name it."""
+    plan_text = _fold(" ".join(s.text for s in plan))
+    names: list[str] = []
+    segments: set[int] = set()
+    for medication in medications:
+        folded = _fold(medication.name)
+        if not folded or folded in plan_text or any(_fold(n) == folded for n in names):
+            continue
+        names.append(medication.name)
+        segments.update(medication.source_segments)
+    if not names or not segments:
+        return None
+    text = ", ".join(names) + "."
+    return _sentence(text[0].upper() + text[1:], segments, times)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structured data
+# ---------------------------------------------------------------------------------------------
+
+
+def _utterances(
+    sentences: Sequence[_Sentence], classification: _Classification
+) -> list[Utterance]:
+    return [
+        Utterance(
+            index=i,
+            text=s.text,
+            speaker=s.speaker,
+            pieces=tuple(s.pieces),
+            question=s.question,
+            readback=i in classification.readbacks,
+            phase=classification.phases.of(i),
+            section=classification.section_of(i),
+        )
+        for i, s in enumerate(sentences)
+    ]
+
+
+_SPECIES_TABLE_KEYS = {"dog", "cat", "rabbit"}
+
+
+def _structured(
+    utterances: Sequence[Utterance],
+    language: str,
+    domain: str,
+    times: Sequence[SegmentTimes],
+) -> StructuredData:
+    patient = extract_patient(utterances, language, domain, times)
+    vitals = extract_vitals(utterances, language, times)
+    medications = extract_medications(utterances, language, times)
+    if domain == "human":
+        species: str | None = "human"
+    elif patient.species is not None and str(patient.species.value) in _SPECIES_TABLE_KEYS:
+        species = str(patient.species.value)
+    else:
+        species = None
+    flags = check_medications(
+        medications,
+        weight_kg=None if vitals.weight_kg is None else float(vitals.weight_kg.value),
+        species=species,
+        language=language,
+    )
+    return StructuredData(
+        patient=patient,
+        vitals=vitals,
+        medications=medications,
+        diagnoses=extract_diagnoses(utterances, language, times),
+        follow_up_days=extract_follow_up_days(utterances, language, times),
+        flags=flags,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Regeneration instructions
+# ---------------------------------------------------------------------------------------------
+
+_SHORTER = re.compile(
+    r"(?<!\w)(?:short\w*|brief\w*|concise\w*|summar\w*|curt\w*|breve\w*|resum\w*|"
+    r"mais curt\w*|más cort\w*|mas cort\w*|cort\w*)(?!\w)"
+)
+_OMIT = re.compile(
+    r"(?<!\w)(?:omit\w*|without|remove|drop|leave out|skip|no|sem|sin|tir[ae]\w*|remov\w*|"
+    r"retir\w*|quit[ae]\w*|elimin\w*|exclu\w*|omitir|omita|não incluir|nao incluir|no incluir)(?!\w)"
+)
+_SECTION_WORDS: dict[str, tuple[str, ...]] = {
+    "chief_complaint": ("chief complaint", "complaint", "queixa", "motivo"),
+    "anamnesis": ("history", "anamnese", "anamnesis", "historia", "histórico"),
+    "physical_exam": ("physical exam", "exam", "examination", "exame", "examen", "examen físico"),
+    "assessment": ("assessment", "diagnosis", "avaliação", "diagnóstico", "evaluación"),
+    "plan": ("plan", "plano"),
+    "prescriptions": ("prescriptions", "prescription", "prescrições", "prescrição", "prescripciones", "receita"),
+    "owner_instructions": (
+        "owner instructions", "patient instructions", "instructions", "orientações", "orientacoes",
+        "indicaciones", "instrucciones",
+    ),
+    "follow_up": ("follow-up", "follow up", "retorno", "seguimiento", "revisión"),
+}
+SHORT_NOTE_SENTENCES = 2
+"""Sentences kept per section when the instructions ask for a shorter note."""
+
+
+def _apply_instructions(
+    sections: dict[str, list[Sentence]], instructions: str | None
+) -> dict[str, list[Sentence]]:
+    """Honour the simple regeneration instructions the rules can follow.
+
+    "shorter" / "mais curto" / "más corto" (and brief, concise, resumido...) keep the first
+    :data:`SHORT_NOTE_SENTENCES` sentences of each section; "omit owner instructions" / "sem
+    orientações" / "sin seguimiento" (omit, without, sem, sin, remove... followed by a section's
+    name or title) leave that section out. Anything else is ignored: the rules cannot rewrite
+    prose, and the structured data never changes.
+    """
+    if not instructions or not instructions.strip():
+        return sections
+    text = instructions.casefold()
+    result = dict(sections)
+    for clause in re.split(r"[.;\n]|,\s*(?:and|e|y)?\s*|\s+(?:and|e|y)\s+(?=(?:omit|remove|sem|sin|no|without|short|mais|más))", text):
+        omit = _OMIT.search(clause)
+        if omit:
+            after = clause[omit.end():]
+            for label, words in _SECTION_WORDS.items():
+                if any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", after) for w in words):
+                    # "instructions" alone must not also drop the plan's "instructions" word.
+                    result.pop(label, None)
+                    break
+    if _SHORTER.search(text):
+        result = {label: items[:SHORT_NOTE_SENTENCES] for label, items in result.items()}
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1091,13 +1321,20 @@ def generate_note(
     *,
     domain: str = "veterinary",
     min_words: int = DEFAULT_MIN_WORDS,
+    instructions: str | None = None,
 ) -> GeneratedNote:
-    """Write a sectioned note from a consultation transcript, using only what was said.
+    """Write a sectioned note and its structured data from a consultation transcript, using only
+    what was said.
 
     ``language`` is the consultation's language (pt, en or es; any other is titled in English and
-    matched against every keyword table). ``domain`` is ``"veterinary"`` or ``"human"`` and only
-    changes titles. Sections with nothing to say are left out; each section records the indices of
-    the segments its sentences came from.
+    matched against every keyword table). ``domain`` is ``"veterinary"`` or ``"human"``: it
+    changes titles and tells the dose check to use adult human ranges. Sections with nothing to
+    say are left out; each section lists its sentences with the segments and times they came
+    from. ``note.structured`` holds the patient, vitals, medications, diagnoses, follow-up
+    interval and the safety flags raised on doses (see ``structured.py`` and ``safety.py``).
+
+    ``instructions`` are free-text regeneration instructions. The rules honour only "shorter"
+    and "omit <section>" in pt, en and es (see ``_apply_instructions``) and ignore the rest.
 
     Raises:
         TranscriptTooShort: fewer than ``min_words`` words remain once greetings and courtesies
@@ -1114,27 +1351,41 @@ def generate_note(
     if word_count < min_words:
         raise TranscriptTooShort(word_count, min_words)
 
+    times = [SegmentTimes(s.start_ms, s.end_ms) for s in segments]
     sentences = _split_sentences(segments)
     for sentence in sentences:
         _analyse(sentence, lexicon)
-    assigned = _classify(sentences, lexicon)
+    classification = _classify(sentences, lexicon)
+    structured = _structured(_utterances(sentences, classification), lang, domain, times)
+
+    rendered: dict[str, list[Sentence]] = {}
+    for label in SECTION_LABELS:
+        if label in classification.assigned:
+            rendered[label] = _render(classification.assigned[label], sentences, lexicon, times)
+    if any(rendered.values()):
+        treatment = _treatment_line(structured.medications, rendered.get("plan", []), times)
+        if treatment is not None:
+            rendered.setdefault("plan", []).append(treatment)
+    if not any(rendered.values()):
+        raise TranscriptTooShort(word_count, min_words, reason="no_clinical_content")
+    rendered = _apply_instructions(rendered, instructions)
 
     sections: list[GeneratedSection] = []
     for label in SECTION_LABELS:
-        if label not in assigned:
+        items = rendered.get(label)
+        if not items:
             continue
-        content, sources = _render(assigned[label], sentences, lexicon)
-        if not content:
-            continue
+        sources = sorted({i for item in items for i in item.source_segments})
         sections.append(
             GeneratedSection(
                 label=label,
                 title=title_for(label, lang, domain),
-                content=content,
+                content=" ".join(item.text for item in items),
                 order=len(sections) + 1,
                 source_segments=sources,
+                sentences=tuple(items),
             )
         )
-    if not sections:
-        raise TranscriptTooShort(word_count, min_words, reason="no_clinical_content")
-    return GeneratedNote(language=lang, sections=sections, generator=GENERATOR_NAME)
+    return GeneratedNote(
+        language=lang, sections=sections, generator=GENERATOR_NAME, structured=structured
+    )
