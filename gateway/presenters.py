@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.schemas import (
@@ -14,6 +15,9 @@ from gateway.schemas import (
     NoteDetail,
     NoteSection,
     NoteStatusName,
+    SectionProvenance,
+    SectionSentence,
+    StructuredNote,
     SpeakerName,
     StatusResult,
     TranscriptItem,
@@ -129,7 +133,44 @@ def note_detail_from_view(view: query_pb2.NoteView, transcription_url: str) -> N
             if failed
             else None
         ),
+        structured=structured_from_proto(view.structured) if view.HasField("structured") else None,
+        provenance=provenance_from_sections(sections),
     )
+
+
+def _public_times(value: Any) -> Any:
+    """Internal ``start_ms``/``end_ms`` keys as the public API's ``start_time_ms``/``end_time_ms``."""
+    if isinstance(value, dict):
+        renamed = {"start_ms": "start_time_ms", "end_ms": "end_time_ms"}
+        return {renamed.get(key, key): _public_times(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_public_times(item) for item in value]
+    return value
+
+
+def structured_from_proto(structured: Any) -> StructuredNote:
+    """The structured facts of a note (a protobuf Struct) as the public model."""
+    return StructuredNote.model_validate(_public_times(json_format.MessageToDict(structured)))
+
+
+def provenance_from_sections(sections: Any) -> list[SectionProvenance]:
+    """Each section's sentences with where they were said (sections edited by a person have none)."""
+    return [
+        SectionProvenance(
+            section_id=section.id,
+            label=section.label,
+            sentences=[
+                SectionSentence(
+                    text=sentence.text,
+                    source_segments=list(sentence.source_segments),
+                    start_time_ms=sentence.start_ms,
+                    end_time_ms=sentence.end_ms,
+                )
+                for sentence in section.sentences
+            ],
+        )
+        for section in sections
+    ]
 
 
 def status_result(response: query_pb2.GetNoteStatusResponse) -> StatusResult:

@@ -60,6 +60,89 @@ class Failure(BaseModel):
     message: str
 
 
+class Provenance(BaseModel):
+    """Where in the transcript something was said: segment indices and the time range."""
+
+    source_segments: list[int] = Field(description="Indices into the note's transcript items.")
+    start_time_ms: int
+    end_time_ms: int
+
+
+class SectionSentence(Provenance):
+    text: str
+
+
+class SectionProvenance(BaseModel):
+    """The sentences of one generated section and where each came from (empty once edited)."""
+
+    section_id: str
+    label: str
+    sentences: list[SectionSentence]
+
+
+class Fact(Provenance):
+    """One stated fact: its value (a number, or words), unit, and the words it was read from."""
+
+    value: float | str | None
+    unit: str | None = None
+    text: str | None = None
+
+
+class PatientFacts(BaseModel):
+    name: Fact | None = None
+    species: Fact | None = None
+    breed: Fact | None = None
+    sex: Fact | None = None
+    age: Fact | None = None
+
+
+class Vitals(BaseModel):
+    weight_kg: Fact | None = None
+    temperature_c: Fact | None = None
+    heart_rate_bpm: Fact | None = None
+    respiratory_rate_rpm: Fact | None = None
+
+
+class Medication(Provenance):
+    name: str
+    drug: str | None = Field(default=None, description="Canonical drug key of the dose table, when known.")
+    dose: float | None = None
+    unit: str | None = None
+    total_dose: float | None = None
+    route: str | None = None
+    frequency: str | None = Field(default=None, description="How often, in the words said.")
+    interval_hours: float | None = None
+    as_needed: bool = False
+    continuous: bool = False
+    duration_days: float | None = None
+    text: str | None = None
+
+
+class Diagnosis(Provenance):
+    text: str
+    status: Literal["stated", "suspected"]
+
+
+class SafetyFlag(Provenance):
+    """A dose or consistency problem found in the consultation; never silently corrected."""
+
+    code: str = Field(examples=["dose_tenfold"])
+    severity: str
+    message: str
+    medication: str | None = None
+
+
+class StructuredNote(BaseModel):
+    """The facts beside the prose, each traceable to the moment it was said."""
+
+    patient: PatientFacts = Field(default_factory=PatientFacts)
+    vitals: Vitals = Field(default_factory=Vitals)
+    medications: list[Medication] = Field(default_factory=list)
+    diagnoses: list[Diagnosis] = Field(default_factory=list)
+    follow_up_days: Fact | None = None
+    flags: list[SafetyFlag] = Field(default_factory=list)
+
+
 class NoteDetail(Note):
     """A note with its sections, transcript and outcome."""
 
@@ -68,6 +151,12 @@ class NoteDetail(Note):
     transcript: list[TranscriptItem] = Field(description="Segments sorted by start time.")
     language: str | None = Field(description="Language of the consultation (ISO 639-1), once detected.")
     failure: Failure | None = Field(description="Set only when transcription_status is failed.")
+    structured: StructuredNote | None = Field(
+        default=None, description="Structured facts with provenance, once the note is generated."
+    )
+    provenance: list[SectionProvenance] = Field(
+        default_factory=list, description="Per section: each generated sentence and where it was said."
+    )
 
 
 class StatusResult(BaseModel):

@@ -10,7 +10,16 @@ from pydantic import BaseModel, Field, model_validator
 
 from gateway.dependencies import BackendStubs, Settings
 from gateway.ratelimit import Limited
-from gateway.schemas import ErrorResponse, NoteSection, SpeakerName, error_responses, with_rate_limit_headers
+from gateway.presenters import provenance_from_sections, structured_from_proto
+from gateway.schemas import (
+    ErrorResponse,
+    NoteSection,
+    SectionProvenance,
+    SpeakerName,
+    StructuredNote,
+    error_responses,
+    with_rate_limit_headers,
+)
 from scribe.notegen.v1 import notegen_pb2
 from scribe.types.v1 import types_pb2 as types
 
@@ -48,6 +57,8 @@ class GeneratedNoteBody(BaseModel):
     language: str
     generator: str = Field(description="Which generator wrote the note (rules-v1, or an LLM's).")
     note_sections: list[NoteSection]
+    structured: StructuredNote | None = Field(description="Structured facts with provenance.")
+    provenance: list[SectionProvenance] = Field(description="Per section: each sentence and where it was said.")
 
 
 class GeneratedNoteResponse(BaseModel):
@@ -88,6 +99,7 @@ async def generate_note(
     response = await backends.notegen.GenerateNote(
         notegen_pb2.GenerateNoteRequest(transcript=transcript, domain=body.domain or ""), timeout=settings.rpc_timeout_s
     )
+    sections = sorted(response.sections, key=lambda section: section.order)
     return GeneratedNoteResponse(
         data=GeneratedNoteBody(
             language=response.language,
@@ -97,7 +109,9 @@ async def generate_note(
                     id=section.id, title=section.title, label=section.label, content=section.content,
                     order=str(section.order),
                 )
-                for section in sorted(response.sections, key=lambda section: section.order)
+                for section in sections
             ],
+            structured=structured_from_proto(response.structured) if response.HasField("structured") else None,
+            provenance=provenance_from_sections(sections),
         )
     )

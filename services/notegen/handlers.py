@@ -165,6 +165,7 @@ class NotegenHandlers:
         generation.status = "completed"
         generation.language = note.language
         generation.generator = note.generator
+        generation.structured = structured_dict(note)
         session.add(generation)
         await session.flush()
         # Every section of the note, not only those written now: an edit of a section this run
@@ -186,6 +187,7 @@ class NotegenHandlers:
                     content=section.content,
                     position=section.order,
                     source_segments=list(section.source_segments),
+                    sentences=sentences_list(section),
                 )
             )
             versions[section_id] += 1
@@ -206,6 +208,8 @@ class NotegenHandlers:
                 generator=generation.generator,
                 sections=await current_sections(session, generation),
             )
+            if generation.structured:
+                payload.structured.update(generation.structured)
         await self.outbox.enqueue(session, payload, tenant_id=generation.tenant_id, note_id=generation.note_id)
 
     # -- edits ------------------------------------------------------------------------------
@@ -377,6 +381,34 @@ def _validate_update(request: pb.UpdateSectionRequest) -> None:
         raise _validation(f"order must be between 0 and {MAX_ORDER}", "order")
 
 
+def structured_dict(note: GeneratedNote) -> dict | None:
+    """The note's structured facts as JSON-ready data (None from a generator without them)."""
+    structured = getattr(note, "structured", None)
+    return structured.to_dict() if structured is not None else None
+
+
+def sentences_list(section) -> list[dict]:
+    """A generated section's sentences with their provenance, as stored."""
+    return [
+        {
+            "text": sentence.text,
+            "source_segments": list(sentence.source_segments),
+            "start_ms": sentence.start_ms,
+            "end_ms": sentence.end_ms,
+        }
+        for sentence in getattr(section, "sentences", ()) or ()
+    ]
+
+
+def sentence_ref(sentence: dict) -> types.SentenceRef:
+    return types.SentenceRef(
+        text=sentence["text"],
+        source_segments=sentence["source_segments"],
+        start_ms=sentence["start_ms"],
+        end_ms=sentence["end_ms"],
+    )
+
+
 def section_to_proto(section: SectionRow, *, source_segments: list[int] | None = None) -> types.NoteSection:
     """A generated row as the section it shows (not edited)."""
     return types.NoteSection(
@@ -388,6 +420,7 @@ def section_to_proto(section: SectionRow, *, source_segments: list[int] | None =
         source_segments=section.source_segments if source_segments is None else source_segments,
         version=section.version,
         edited=False,
+        sentences=[sentence_ref(sentence) for sentence in section.sentences or []],
     )
 
 

@@ -40,6 +40,8 @@ class GenerationRow(Base):
     failure_code: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     failure_message: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The structured facts beside the prose (StructuredData.to_dict()), with their provenance.
+    structured: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_generations_note", "note_id"),)
 
@@ -63,6 +65,8 @@ class SectionRow(Base):
     content: Mapped[str] = mapped_column(Text, nullable=False)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     source_segments: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    # Each sentence of the content with its provenance: [{text, source_segments, start_ms, end_ms}].
+    sentences: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_sections_run", "run_id", "position"),

@@ -8,7 +8,7 @@ from common.grpc_errors import ServiceError, abort
 from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.notegen.v1 import notegen_pb2_grpc
 from scribe.types.v1 import types_pb2 as types
-from services.notegen.handlers import NotegenHandlers
+from services.notegen.handlers import NotegenHandlers, sentence_ref, sentences_list, structured_dict
 
 
 class NotegenServicer(notegen_pb2_grpc.NoteGenServiceServicer):
@@ -20,7 +20,7 @@ class NotegenServicer(notegen_pb2_grpc.NoteGenServiceServicer):
             note = await self.handlers.generate_sync(request.transcript, request.domain)
         except ServiceError as exc:
             await abort(context, exc)
-        return pb.GenerateNoteResponse(
+        response = pb.GenerateNoteResponse(
             language=note.language,
             generator=note.generator,
             sections=[
@@ -31,10 +31,16 @@ class NotegenServicer(notegen_pb2_grpc.NoteGenServiceServicer):
                     content=s.content,
                     order=s.order,
                     source_segments=s.source_segments,
+                    version=1,
+                    sentences=[sentence_ref(sentence) for sentence in sentences_list(s)],
                 )
                 for s in note.sections
             ],
         )
+        structured = structured_dict(note)
+        if structured:
+            response.structured.update(structured)
+        return response
 
     async def UpdateSection(self, request: pb.UpdateSectionRequest, context) -> pb.UpdateSectionResponse:
         try:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import grpc
 from aiokafka import TopicPartition
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -153,6 +154,15 @@ def _sections_json(sections) -> list[dict[str, Any]]:
             "source_segments": list(section.source_segments),
             "version": section.version,
             "edited": section.edited,
+            "sentences": [
+                {
+                    "text": sentence.text,
+                    "source_segments": list(sentence.source_segments),
+                    "start_ms": sentence.start_ms,
+                    "end_ms": sentence.end_ms,
+                }
+                for sentence in section.sentences
+            ],
         }
         for section in sections
     ]
@@ -203,6 +213,7 @@ def _start_run(row: NoteRow, run: types.RunRef) -> None:
     row.language = ""
     row.transcript = None
     row.sections = None
+    row.structured = None
     row.generator = ""
     row.failure_code = ""
     row.failure_message = ""
@@ -233,6 +244,8 @@ def _apply_run_event(row: NoteRow, payload: Message) -> None:
             # older version of a section than one already shown.
             row.sections = _merge_sections(row.sections, _sections_json(payload.sections))
             row.generator = _clip(payload.generator, 64)
+            if payload.HasField("structured"):
+                row.structured = json_format.MessageToDict(payload.structured)
             if payload.language and not row.language:
                 row.language = _clip(payload.language, 16)
     elif isinstance(payload, (ev.TranscriptionFailed, ev.NoteGenerationFailed)):
@@ -290,6 +303,7 @@ def initial_row_values(envelope: ev.EventEnvelope, payload: Message, occurred_at
         "duration_ms": 0,
         "transcript": None,
         "sections": None,
+        "structured": None,
         "generator": "",
         "failure_code": "",
         "failure_message": "",
@@ -419,9 +433,20 @@ def _note_view(row: Any, *, with_content: bool) -> pb.NoteView:
                 source_segments=section["source_segments"],
                 version=section.get("version", 1),
                 edited=section.get("edited", False),
+                sentences=[
+                    types.SentenceRef(
+                        text=sentence["text"],
+                        source_segments=sentence["source_segments"],
+                        start_ms=sentence["start_ms"],
+                        end_ms=sentence["end_ms"],
+                    )
+                    for sentence in section.get("sentences") or []
+                ],
             )
             for section in row.sections or []
         )
+        if row.structured:
+            view.structured.update(row.structured)
     return view
 
 

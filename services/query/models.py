@@ -41,6 +41,8 @@ class NoteRow(Base):
     duration_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     transcript: Mapped[list | None] = mapped_column(JSON, nullable=True)
     sections: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # The structured facts of the note (patient, vitals, medications, ...), with provenance.
+    structured: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     generator: Mapped[str] = mapped_column(String(64), default="")
     failure_code: Mapped[str] = mapped_column(String(64), default="")
     failure_message: Mapped[str] = mapped_column(Text, default="")

@@ -233,6 +233,13 @@ def test_get_a_completed_note_with_sections_and_transcript(api):
         assert str(uuid.UUID(section["id"])) == section["id"]
     text = " ".join(item["text"] for item in note["transcript"]).lower()
     assert "rex" in text and "cachorro" in text and "quilos" in text
+    # The facts beside the prose, traceable to the moment they were said.
+    weight = note["structured"]["vitals"]["weight_kg"]
+    assert weight["value"] == 12 and weight["unit"] == "kg"
+    said = note["transcript"][weight["source_segments"][0]]
+    assert (said["start_time_ms"], said["end_time_ms"]) == (weight["start_time_ms"], weight["end_time_ms"])
+    assert "quilos" in said["text"].lower()
+    assert {p["section_id"] for p in note["provenance"]} == {s["id"] for s in note["note_sections"]}
     starts = [item["start_time_ms"] for item in note["transcript"]]
     assert starts == sorted(starts)
 
@@ -417,6 +424,26 @@ def test_generate_note_from_transcript_items(api):
         assert note["note_sections"] and all(set(s) == SECTION_KEYS for s in note["note_sections"])
         text = " ".join(s["content"] for s in note["note_sections"]).lower()
         assert "ibuprofen" in text and "cough" in text
+        structured = note["structured"]
+        [drug] = structured["medications"]
+        assert (drug["name"].lower(), drug["dose"], drug["unit"], drug["duration_days"]) == ("ibuprofen", 400, "mg", 5)
+        assert (drug["start_time_ms"], drug["end_time_ms"], drug["source_segments"]) == (10500, 16000, [3])
+        assert structured["vitals"]["temperature_c"]["value"] == 38 and structured["flags"] == []
+        sentences = [sentence for section in note["provenance"] for sentence in section["sentences"]]
+        assert sentences and all(0 <= s["start_time_ms"] <= s["end_time_ms"] <= 16000 for s in sentences)
+        assert {section["section_id"] for section in note["provenance"]} == {s["id"] for s in note["note_sections"]}
+
+        # A tenfold dose is flagged on the note, never corrected.
+        tenfold = client.post("/generate-note", json={"language": "en", "transcript": [
+            {"text": "Good morning, what happened to Rex?", "speaker": "doctor", "start_time_ms": 0,
+             "end_time_ms": 2000},
+            {"text": "He has been limping on the back leg for two days.", "speaker": "patient",
+             "start_time_ms": 2000, "end_time_ms": 5000},
+            {"text": "He weighs ten kilos. I will give meloxicam two milligrams per kilo by mouth once a day for five "
+                     "days.", "speaker": "doctor", "start_time_ms": 5000, "end_time_ms": 12000},
+        ]}).json()["data"]["structured"]
+        assert [flag["medication"] for flag in tenfold["flags"]] == ["meloxicam"]
+        assert tenfold["medications"][0]["dose"] == 2
         too_short = client.post("/generate-note", json={"transcript": [
             {"text": "Bom dia!", "speaker": "doctor", "start_time_ms": 0, "end_time_ms": 900},
             {"text": "Bom dia, doutora.", "speaker": "patient", "start_time_ms": 1000, "end_time_ms": 2000},

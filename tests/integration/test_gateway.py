@@ -36,7 +36,7 @@ MAX_UPLOAD = 200_000
 AUTH = {"X-API-KEY": TEST_API_KEY}
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 NOTE_KEYS = {"id", "name", "gender", "transcription_status", "external_id", "metadata", "created_at", "updated_at"}
-DETAIL_KEYS = NOTE_KEYS | {"note_sections", "transcription_url", "transcript", "language", "failure"}
+DETAIL_KEYS = NOTE_KEYS | {"note_sections", "transcription_url", "transcript", "language", "failure", "structured", "provenance"}
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from scribe.types.v1 import types_pb2 as _types_pb2
@@ -242,6 +243,7 @@ class NoteGenerated(_message.Message):
     LANGUAGE_FIELD_NUMBER: _builtins.int
     SECTIONS_FIELD_NUMBER: _builtins.int
     GENERATOR_FIELD_NUMBER: _builtins.int
+    STRUCTURED_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     generator: _builtins.str
     """Name of the generator that wrote the sections (e.g. "rules-v1")."""
@@ -249,6 +251,12 @@ class NoteGenerated(_message.Message):
     def run(self) -> _types_pb2.RunRef: ...
     @_builtins.property
     def sections(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.NoteSection]: ...
+    @_builtins.property
+    def structured(self) -> _struct_pb2.Struct:
+        """The structured facts beside the prose (patient, vitals, medications, diagnoses,
+        follow_up_days, flags), each with its provenance; see services/notegen/domain/structured.py.
+        """
+
     def __init__(
         self,
         *,
@@ -256,10 +264,11 @@ class NoteGenerated(_message.Message):
         language: _builtins.str = ...,
         sections: _abc.Iterable[_types_pb2.NoteSection] | None = ...,
         generator: _builtins.str = ...,
+        structured: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "structured", b"structured"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "language", b"language", "run", b"run", "sections", b"sections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "language", b"language", "run", b"run", "sections", b"sections", "structured", b"structured"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

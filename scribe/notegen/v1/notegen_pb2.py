@@ -22,24 +22,25 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from scribe.types.v1 import types_pb2 as scribe_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fscribe/notegen/v1/notegen.proto\x12\x11scribe.notegen.v1\x1a\x1bscribe/types/v1/types.proto\"V\n\x13GenerateNoteRequest\x12/\n\ntranscript\x18\x01 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\"k\n\x14GenerateNoteResponse\x12\x10\n\x08language\x18\x01 \x01(\t\x12.\n\x08sections\x18\x02 \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12\x11\n\tgenerator\x18\x03 \x01(\t\"\x9b\x01\n\x14UpdateSectionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsection_id\x18\x02 \x01(\t\x12\x12\n\x05title\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05order\x18\x05 \x01(\x05H\x02\x88\x01\x01\x42\x08\n\x06_titleB\n\n\x08_contentB\x08\n\x06_order\"}\n\x15UpdateSectionResponse\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12-\n\x07section\x18\x02 \x01(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12$\n\x03run\x18\x03 \x01(\x0b\x32\x17.scribe.types.v1.RunRef2\xd5\x01\n\x0eNoteGenService\x12_\n\x0cGenerateNote\x12&.scribe.notegen.v1.GenerateNoteRequest\x1a\'.scribe.notegen.v1.GenerateNoteResponse\x12\x62\n\rUpdateSection\x12\'.scribe.notegen.v1.UpdateSectionRequest\x1a(.scribe.notegen.v1.UpdateSectionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fscribe/notegen/v1/notegen.proto\x12\x11scribe.notegen.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bscribe/types/v1/types.proto\"V\n\x13GenerateNoteRequest\x12/\n\ntranscript\x18\x01 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\"\x98\x01\n\x14GenerateNoteResponse\x12\x10\n\x08language\x18\x01 \x01(\t\x12.\n\x08sections\x18\x02 \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12\x11\n\tgenerator\x18\x03 \x01(\t\x12+\n\nstructured\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x9b\x01\n\x14UpdateSectionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsection_id\x18\x02 \x01(\t\x12\x12\n\x05title\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05order\x18\x05 \x01(\x05H\x02\x88\x01\x01\x42\x08\n\x06_titleB\n\n\x08_contentB\x08\n\x06_order\"}\n\x15UpdateSectionResponse\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12-\n\x07section\x18\x02 \x01(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12$\n\x03run\x18\x03 \x01(\x0b\x32\x17.scribe.types.v1.RunRef2\xd5\x01\n\x0eNoteGenService\x12_\n\x0cGenerateNote\x12&.scribe.notegen.v1.GenerateNoteRequest\x1a\'.scribe.notegen.v1.GenerateNoteResponse\x12\x62\n\rUpdateSection\x12\'.scribe.notegen.v1.UpdateSectionRequest\x1a(.scribe.notegen.v1.UpdateSectionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scribe.notegen.v1.notegen_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GENERATENOTEREQUEST']._serialized_start=83
-  _globals['_GENERATENOTEREQUEST']._serialized_end=169
-  _globals['_GENERATENOTERESPONSE']._serialized_start=171
-  _globals['_GENERATENOTERESPONSE']._serialized_end=278
-  _globals['_UPDATESECTIONREQUEST']._serialized_start=281
-  _globals['_UPDATESECTIONREQUEST']._serialized_end=436
-  _globals['_UPDATESECTIONRESPONSE']._serialized_start=438
-  _globals['_UPDATESECTIONRESPONSE']._serialized_end=563
-  _globals['_NOTEGENSERVICE']._serialized_start=566
-  _globals['_NOTEGENSERVICE']._serialized_end=779
+  _globals['_GENERATENOTEREQUEST']._serialized_start=113
+  _globals['_GENERATENOTEREQUEST']._serialized_end=199
+  _globals['_GENERATENOTERESPONSE']._serialized_start=202
+  _globals['_GENERATENOTERESPONSE']._serialized_end=354
+  _globals['_UPDATESECTIONREQUEST']._serialized_start=357
+  _globals['_UPDATESECTIONREQUEST']._serialized_end=512
+  _globals['_UPDATESECTIONRESPONSE']._serialized_start=514
+  _globals['_UPDATESECTIONRESPONSE']._serialized_end=639
+  _globals['_NOTEGENSERVICE']._serialized_start=642
+  _globals['_NOTEGENSERVICE']._serialized_end=855
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ Note generation: owns notes' sections, their edit history and generation runs.""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from scribe.types.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
@@ -50,20 +51,26 @@ class GenerateNoteResponse(_message.Message):
     LANGUAGE_FIELD_NUMBER: _builtins.int
     SECTIONS_FIELD_NUMBER: _builtins.int
     GENERATOR_FIELD_NUMBER: _builtins.int
+    STRUCTURED_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     generator: _builtins.str
     @_builtins.property
     def sections(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.NoteSection]: ...
+    @_builtins.property
+    def structured(self) -> _struct_pb2.Struct:
+        """Structured facts with provenance (as in NoteGenerated)."""
+
     def __init__(
         self,
         *,
         language: _builtins.str = ...,
         sections: _abc.Iterable[_types_pb2.NoteSection] | None = ...,
         generator: _builtins.str = ...,
+        structured: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["structured", b"structured"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "language", b"language", "sections", b"sections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "language", b"language", "sections", b"sections", "structured", b"structured"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ Query: the read model built from every event; one row per note."""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from scribe.types.v1 import types_pb2 as _types_pb2
@@ -36,6 +37,7 @@ class NoteView(_message.Message):
     FAILURE_FIELD_NUMBER: _builtins.int
     RUN_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    STRUCTURED_FIELD_NUMBER: _builtins.int
     note_id: _builtins.str
     tenant_id: _builtins.str
     status: _types_pb2.NoteStatus.ValueType
@@ -58,6 +60,10 @@ class NoteView(_message.Message):
     def failure(self) -> _types_pb2.Failure: ...
     @_builtins.property
     def run(self) -> _types_pb2.RunRef: ...
+    @_builtins.property
+    def structured(self) -> _struct_pb2.Struct:
+        """Structured facts with provenance (set in GetNote only, once generated)."""
+
     def __init__(
         self,
         *,
@@ -73,10 +79,11 @@ class NoteView(_message.Message):
         failure: _types_pb2.Failure | None = ...,
         run: _types_pb2.RunRef | None = ...,
         progress: _builtins.float = ...,
+        structured: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "info", b"info", "run", b"run", "transcript", b"transcript", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "info", b"info", "run", b"run", "structured", b"structured", "transcript", b"transcript", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "info", b"info", "language", b"language", "note_id", b"note_id", "progress", b"progress", "run", b"run", "sections", b"sections", "status", b"status", "tenant_id", b"tenant_id", "transcript", b"transcript", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "info", b"info", "language", b"language", "note_id", b"note_id", "progress", b"progress", "run", b"run", "sections", b"sections", "status", b"status", "structured", b"structured", "tenant_id", b"tenant_id", "transcript", b"transcript", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

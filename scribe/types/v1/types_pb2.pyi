@@ -255,6 +255,7 @@ class NoteSection(_message.Message):
     SOURCE_SEGMENTS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     EDITED_FIELD_NUMBER: _builtins.int
+    SENTENCES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     label: _builtins.str
     """Stable, language-independent identifier (chief_complaint, anamnesis, ...)."""
@@ -270,6 +271,10 @@ class NoteSection(_message.Message):
     def source_segments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Indices into the transcript's segments the content came from."""
 
+    @_builtins.property
+    def sentences(self) -> _containers.RepeatedCompositeFieldContainer[Global___SentenceRef]:
+        """Where each sentence of the content came from; empty for a clinician's edit."""
+
     def __init__(
         self,
         *,
@@ -281,14 +286,48 @@ class NoteSection(_message.Message):
         source_segments: _abc.Iterable[_builtins.int] | None = ...,
         version: _builtins.int = ...,
         edited: _builtins.bool = ...,
+        sentences: _abc.Iterable[Global___SentenceRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "edited", b"edited", "id", b"id", "label", b"label", "order", b"order", "source_segments", b"source_segments", "title", b"title", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "edited", b"edited", "id", b"id", "label", b"label", "order", b"order", "sentences", b"sentences", "source_segments", b"source_segments", "title", b"title", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NoteSection: _TypeAlias = NoteSection  # noqa: Y015
+
+@_typing.final
+class SentenceRef(_message.Message):
+    """One sentence of a generated section and the transcript it came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    SOURCE_SEGMENTS_FIELD_NUMBER: _builtins.int
+    START_MS_FIELD_NUMBER: _builtins.int
+    END_MS_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    start_ms: _builtins.int
+    end_ms: _builtins.int
+    @_builtins.property
+    def source_segments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Indices into the transcript's segments."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        source_segments: _abc.Iterable[_builtins.int] | None = ...,
+        start_ms: _builtins.int = ...,
+        end_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ms", b"end_ms", "source_segments", b"source_segments", "start_ms", b"start_ms", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SentenceRef: _TypeAlias = SentenceRef  # noqa: Y015
 
 @_typing.final
 class Failure(_message.Message):
