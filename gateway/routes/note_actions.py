@@ -22,13 +22,21 @@ from common.logs import log_context
 from gateway.backends import Backends
 from gateway.config import GatewaySettings
 from gateway.dependencies import BackendStubs, NoteId, Settings
-from gateway.errors import invalid_note_id, validation_error
+from gateway.errors import ApiError, invalid_note_id, validation_error
 from gateway.ratelimit import Limited, LimitedEditor
+from gateway.presenters import note_detail_from_view, status_name
 from gateway.routes.notes import transcription_url
-from gateway.schemas import ErrorResponse, NoteSection, error_responses, with_rate_limit_headers
+from gateway.schemas import (
+    ErrorResponse,
+    NoteDetailResponse,
+    NoteSection,
+    error_responses,
+    with_rate_limit_headers,
+)
 from scribe.ingestion.v1 import ingestion_pb2
 from scribe.notegen.v1 import notegen_pb2
 from scribe.query.v1 import query_pb2
+from scribe.types.v1 import types_pb2 as types
 
 log = logging.getLogger(__name__)
 
@@ -331,3 +339,102 @@ async def _await_section(
             return
         await asyncio.sleep(POLL_S)
     log.warning("section edit: the read model did not show it in time")
+
+
+# -- regeneration ------------------------------------------------------------------------------
+
+
+class RegenerateRequest(BaseModel):
+    """Body of ``POST /notes/{noteId}/regenerate`` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: str | None = Field(
+        default=None, max_length=2000, description='Free text for the generator, e.g. "shorter".'
+    )
+    generator: Literal["rules", "llm"] | None = Field(
+        default=None, description="Which generator; default the deployment's (the LLM when configured)."
+    )
+
+
+@router.post(
+    "/notes/{note_id}/regenerate",
+    response_model=NoteDetailResponse,
+    summary="Write a completed note again from its transcript",
+    responses=with_rate_limit_headers(
+        {
+            **error_responses(400, 401, 403, 404, 413, 429, 500, 503, 504),
+            422: {
+                "model": ErrorResponse,
+                "description": "NOTE_NOT_READY (the note is not completed) or TRANSCRIPT_TOO_SHORT",
+            },
+        },
+        200,
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": RegenerateRequest.model_json_schema()}},
+        }
+    },
+)
+async def regenerate_note(
+    principal: LimitedEditor, note_id: NoteId, request: Request, backends: BackendStubs, settings: Settings
+) -> NoteDetailResponse:
+    """A new revision of the note's sections (same or another generator, optional instructions).
+    Sections a clinician edited stay as they are; the regenerated text is kept as their history."""
+    body = _regenerate_body(await request.body())
+    status = await backends.query.GetNoteStatus(
+        query_pb2.GetNoteStatusRequest(tenant_id=principal.tenant_id, note_id=note_id), timeout=settings.rpc_timeout_s
+    )
+    if status.status != types.NOTE_STATUS_COMPLETED:
+        raise ApiError(
+            422,
+            "NOTE_NOT_READY",
+            "Only a completed note can be written again",
+            {"status": status_name(status.status)},
+        )
+    response = await backends.notegen.RegenerateNote(
+        notegen_pb2.RegenerateNoteRequest(
+            tenant_id=principal.tenant_id,
+            note_id=note_id,
+            instructions=body.instructions or "",
+            generator=body.generator or "",
+        ),
+        timeout=max(settings.rpc_timeout_s, 90.0),
+    )
+    view = await _await_revision(backends, settings, principal.tenant_id, note_id, response.revision)
+    return NoteDetailResponse(
+        data=note_detail_from_view(view, transcription_url(request, settings, note_id)),
+        meta={"revision": response.revision, "generator": response.generator},
+    )
+
+
+def _regenerate_body(body: bytes) -> RegenerateRequest:
+    if not body.strip():
+        return RegenerateRequest()
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise validation_error([{"loc": ("body",), "msg": "the body must be a JSON object"}]) from None
+    if not isinstance(data, dict):
+        raise validation_error([{"loc": ("body",), "msg": "the body must be a JSON object"}])
+    try:
+        return RegenerateRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
+async def _await_revision(
+    backends: Backends, settings: GatewaySettings, tenant_id: str, note_id: str, revision: int
+) -> query_pb2.NoteView:
+    """The note once the read model shows ``revision`` (or as it is at the deadline)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READ_YOUR_WRITES_S
+    while True:
+        response = await backends.query.GetNote(
+            query_pb2.GetNoteRequest(tenant_id=tenant_id, note_id=note_id), timeout=settings.rpc_timeout_s
+        )
+        if response.note.revision >= revision or loop.time() >= deadline:
+            return response.note
+        await asyncio.sleep(POLL_S)

@@ -19,6 +19,7 @@ import re
 import uuid
 
 import grpc
+from google.protobuf import json_format
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db import utcnow
 from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
+from common.logs import log_context
 from common.outbox import Outbox
 from scribe.events.v1 import events_pb2 as ev
 from scribe.notegen.v1 import notegen_pb2 as pb
@@ -43,6 +45,9 @@ TOO_SHORT_MESSAGE = "We can't generate the note when the transcript is too short
 MAX_TITLE = 255
 MAX_CONTENT = 100_000
 MAX_ORDER = 1000
+MAX_INSTRUCTIONS = 2000
+# "" is the deployment's default: the LLM when one is configured, else the rules.
+GENERATORS = ("", "rules", "llm")
 # Concurrent edits of one section that still collide on a version (SQLite, see _lock_sections) retry.
 _EDIT_ATTEMPTS = 3
 
@@ -101,26 +106,33 @@ class NotegenHandlers:
         if self.llm is not None:
             await self.llm.close()
 
-    async def generate(self, transcript: types.Transcript, domain: str = "", instructions: str | None = None) -> GeneratedNote:
+    async def generate(
+        self,
+        transcript: types.Transcript,
+        domain: str = "",
+        instructions: str | None = None,
+        generator: str = "",
+    ) -> GeneratedNote:
         """Write a note from a transcript; raises TranscriptTooShort.
 
         The offline rules generator always runs (it decides what is too short, and is the
-        fallback); with an LLM endpoint configured, its verified note replaces the rules' sections
-        unless it fails, times out or has nothing traceable.
+        fallback); with an LLM endpoint configured (and ``generator`` not "rules"), its verified
+        note replaces the rules' sections unless it fails, times out or has nothing traceable.
         """
         segments = segments_from_proto(transcript)
         language = transcript.language or guess_language(transcript)
         domain = domain or self.settings.domain
-        note = generate_note(segments, language, domain=domain, min_words=self.settings.min_words)
-        if self.llm is None:
+        note = generate_note(
+            segments, language, domain=domain, min_words=self.settings.min_words, instructions=instructions or None
+        )
+        if self.llm is None or generator == "rules":
             return note
         llm_note = await self.llm.generate(segments, language, domain, instructions)
         if llm_note is None:
             return note
         llm_note.language = note.language
-        for name in ("structured",):  # facts beside the prose come from the traceable rules extraction
-            if hasattr(note, name):
-                setattr(llm_note, name, getattr(note, name))
+        # The facts beside the prose come from the traceable rules extraction.
+        llm_note.structured = note.structured
         return llm_note
 
     async def generate_sync(self, transcript: types.Transcript, domain: str) -> GeneratedNote:
@@ -166,8 +178,16 @@ class NotegenHandlers:
         generation.language = note.language
         generation.generator = note.generator
         generation.structured = structured_dict(note)
+        generation.transcript = json_format.MessageToDict(payload.transcript, preserving_proto_field_name=True)
+        generation.revision = 0
         session.add(generation)
         await session.flush()
+        await self._write_sections(session, generation, note)
+        await self._announce(session, generation)
+        log.info("note generated", extra={"sections": len(note.sections), "generator": note.generator})
+
+    async def _write_sections(self, session: AsyncSession, generation: GenerationRow, note: GeneratedNote) -> None:
+        """Store ``note``'s sections as the generated rows of ``generation``'s current revision."""
         # Every section of the note, not only those written now: an edit of a section this run
         # drops must be either seen here or see this run as the note's latest.
         note_runs = select(GenerationRow.run_id).where(GenerationRow.note_id == generation.note_id)
@@ -188,12 +208,11 @@ class NotegenHandlers:
                     position=section.order,
                     source_segments=list(section.source_segments),
                     sentences=sentences_list(section),
+                    revision=generation.revision,
                 )
             )
             versions[section_id] += 1
         await session.flush()
-        await self._announce(session, generation)
-        log.info("note generated", extra={"sections": len(note.sections), "generator": note.generator})
 
     async def _announce(self, session: AsyncSession, generation: GenerationRow) -> None:
         run = run_ref(generation)
@@ -208,9 +227,76 @@ class NotegenHandlers:
                 generator=generation.generator,
                 sections=await current_sections(session, generation),
             )
+            payload.revision = generation.revision
             if generation.structured:
                 payload.structured.update(generation.structured)
         await self.outbox.enqueue(session, payload, tenant_id=generation.tenant_id, note_id=generation.note_id)
+
+    # -- regeneration -----------------------------------------------------------------------
+
+    async def regenerate(self, request: pb.RegenerateNoteRequest) -> pb.RegenerateNoteResponse:
+        """Write the note of its latest run again from the stored transcript, as a new revision.
+
+        The generator runs outside any transaction (an LLM may take a while); the write then takes
+        the next revision of the generation, so concurrent regenerations each get their own.
+        """
+        if request.generator not in GENERATORS:
+            raise _validation(f"generator must be one of {', '.join(g for g in GENERATORS if g)}", "generator")
+        if request.generator == "llm" and self.llm is None:
+            raise _validation("no LLM generator is configured (SCRIBE_LLM_BASE_URL)", "generator")
+        if len(request.instructions) > MAX_INSTRUCTIONS:
+            raise _validation(f"instructions are longer than {MAX_INSTRUCTIONS} characters", "instructions")
+        try:
+            note_id = str(uuid.UUID(request.note_id))
+        except ValueError:
+            raise _note_not_found() from None
+        async with self.session_maker() as session:
+            latest = await latest_generation(session, note_id)
+            if latest is None:
+                if await session.scalar(select(GenerationRow.tenant_id).where(GenerationRow.note_id == note_id)):
+                    raise ServiceError(
+                        grpc.StatusCode.FAILED_PRECONDITION, "NOTE_NOT_READY", "The note has no generated note to write again"
+                    )
+                raise _note_not_found()
+            if latest.tenant_id != request.tenant_id:
+                raise _access_denied()
+            if latest.transcript is None:
+                raise ServiceError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "NOTE_NOT_READY",
+                    "This note was generated before its transcript was kept; retry the note instead",
+                )
+            run_id = latest.run_id
+            transcript = json_format.ParseDict(latest.transcript, types.Transcript(), ignore_unknown_fields=True)
+        try:
+            note = await self.generate(
+                transcript, instructions=request.instructions or None, generator=request.generator
+            )
+        except TranscriptTooShort:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "TRANSCRIPT_TOO_SHORT", TOO_SHORT_MESSAGE) from None
+        async with self.session_maker() as session, session.begin():
+            generation = await session.get(GenerationRow, run_id, with_for_update=True)
+            assert generation is not None
+            generation.revision += 1
+            generation.generator = note.generator
+            generation.language = note.language
+            generation.structured = structured_dict(note)
+            await session.flush()
+            await self._write_sections(session, generation, note)
+            await self._announce(session, generation)
+            sections = await current_sections(session, generation)
+            response = pb.RegenerateNoteResponse(
+                note_id=note_id,
+                run=run_ref(generation),
+                generator=generation.generator,
+                revision=generation.revision,
+                sections=sections,
+            )
+            if generation.structured:
+                response.structured.update(generation.structured)
+        with log_context(note_id=note_id, tenant_id=request.tenant_id):
+            log.info("note regenerated", extra={"revision": response.revision, "generator": response.generator})
+        return response
 
     # -- edits ------------------------------------------------------------------------------
 
@@ -308,7 +394,13 @@ async def current_sections(session: AsyncSession, generation: GenerationRow) -> 
     Edited sections that ``generation`` does not write are kept. Source segments are those of the
     row ``generation`` wrote, if any.
     """
-    generated = (await session.scalars(select(SectionRow).where(SectionRow.run_id == generation.run_id))).all()
+    generated = (
+        await session.scalars(
+            select(SectionRow).where(
+                SectionRow.run_id == generation.run_id, SectionRow.revision == generation.revision
+            )
+        )
+    ).all()
     latest_edits: dict[str, SectionEditRow] = {}
     edits = await session.scalars(
         select(SectionEditRow).where(SectionEditRow.note_id == generation.note_id).order_by(SectionEditRow.version)
@@ -361,6 +453,14 @@ async def _next_versions(session: AsyncSession, section_ids: list[str]) -> dict[
 
 def _validation(message: str, field: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", message, {"field": field})
+
+
+def _note_not_found() -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, "NOTE_NOT_FOUND", "Note not found")
+
+
+def _access_denied() -> ServiceError:
+    return ServiceError(grpc.StatusCode.PERMISSION_DENIED, "NOTE_ACCESS_DENIED", "Note does not belong to current tenant")
 
 
 def _section_not_found() -> ServiceError:

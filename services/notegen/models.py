@@ -42,6 +42,10 @@ class GenerationRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     # The structured facts beside the prose (StructuredData.to_dict()), with their provenance.
     structured: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # The transcript the note was written from (a Transcript as JSON), for regenerations.
+    transcript: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # 0 for the run's first note, +1 per regeneration; the current sections are this revision's.
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     __table_args__ = (Index("ix_generations_note", "note_id"),)
 
@@ -67,6 +71,8 @@ class SectionRow(Base):
     source_segments: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
     # Each sentence of the content with its provenance: [{text, source_segments, start_ms, end_ms}].
     sentences: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # The generation revision that wrote this row (see GenerationRow.revision).
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_sections_run", "run_id", "position"),

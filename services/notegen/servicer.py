@@ -47,3 +47,9 @@ class NotegenServicer(notegen_pb2_grpc.NoteGenServiceServicer):
             return await self.handlers.update_section(request)
         except ServiceError as exc:
             await abort(context, exc)
+
+    async def RegenerateNote(self, request: pb.RegenerateNoteRequest, context) -> pb.RegenerateNoteResponse:
+        try:
+            return await self.handlers.regenerate(request)
+        except ServiceError as exc:
+            await abort(context, exc)

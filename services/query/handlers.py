@@ -214,6 +214,7 @@ def _start_run(row: NoteRow, run: types.RunRef) -> None:
     row.transcript = None
     row.sections = None
     row.structured = None
+    row.revision = 0
     row.generator = ""
     row.failure_code = ""
     row.failure_message = ""
@@ -239,10 +240,16 @@ def _apply_run_event(row: NoteRow, payload: Message) -> None:
         row.sections = _merge_sections(row.sections, _sections_json([payload.section]))
         return
     elif isinstance(payload, ev.NoteGenerated):
-        if row.status != "failed":
-            # A re-announced NoteGenerated of the same run replaces the sections, but never with an
-            # older version of a section than one already shown.
-            row.sections = _merge_sections(row.sections, _sections_json(payload.sections))
+        if row.status != "failed" and payload.revision >= (row.revision or 0):
+            incoming = _sections_json(payload.sections)
+            current = row.sections
+            if payload.revision > (row.revision or 0) and current:
+                # A regeneration: sections it no longer writes go; the newest version per id stays.
+                ids = {section["id"] for section in incoming}
+                current = [section for section in current if section["id"] in ids]
+            # A re-announced NoteGenerated of the same revision never brings back an older version.
+            row.sections = _merge_sections(current, incoming)
+            row.revision = payload.revision
             row.generator = _clip(payload.generator, 64)
             if payload.HasField("structured"):
                 row.structured = json_format.MessageToDict(payload.structured)
@@ -304,6 +311,7 @@ def initial_row_values(envelope: ev.EventEnvelope, payload: Message, occurred_at
         "transcript": None,
         "sections": None,
         "structured": None,
+        "revision": 0,
         "generator": "",
         "failure_code": "",
         "failure_message": "",
@@ -447,6 +455,7 @@ def _note_view(row: Any, *, with_content: bool) -> pb.NoteView:
         )
         if row.structured:
             view.structured.update(row.structured)
+        view.revision = row.revision or 0
     return view
 
 

@@ -43,6 +43,8 @@ class NoteRow(Base):
     sections: Mapped[list | None] = mapped_column(JSON, nullable=True)
     # The structured facts of the note (patient, vitals, medications, ...), with provenance.
     structured: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # The revision of the run's note the sections show (regenerations raise it).
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     generator: Mapped[str] = mapped_column(String(64), default="")
     failure_code: Mapped[str] = mapped_column(String(64), default="")
     failure_message: Mapped[str] = mapped_column(Text, default="")

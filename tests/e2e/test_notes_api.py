@@ -331,6 +331,36 @@ def test_section_edit_survives_a_retry_and_the_transcription_url_serves_the_new_
         assert transcript.status_code == 200 and "cachorro" in transcript.text.lower()
 
 
+def test_regenerate_keeps_edits_and_makes_a_new_revision(api):
+    note_id = api.notes["rex"]
+    with api.client() as client:
+        before = client.get(f"/notes/v1/notes/{note_id}").json()["data"]
+        edited = before["note_sections"][0]
+        client.patch("/notes/v1/note_sections", json={"id": edited["id"], "content": "Texto da Dra. Silva."})
+        response = client.post(f"/notes/v1/notes/{note_id}/regenerate", json={"instructions": "shorter",
+                                                                             "generator": "rules"})
+        assert response.status_code == 200, response.text
+        assert_limited(response)
+        body = response.json()
+        assert body["meta"]["revision"] >= 1 and body["meta"]["generator"] == "rules-v1"
+        after = body["data"]
+        assert after["transcription_status"] == "completed"
+        kept = {s["id"]: s["content"] for s in after["note_sections"]}
+        assert kept[edited["id"]] == "Texto da Dra. Silva."
+        assert client.get(f"/notes/v1/notes/{note_id}").json()["data"]["note_sections"] == after["note_sections"]
+        again = client.post(f"/notes/v1/notes/{note_id}/regenerate")
+        assert again.json()["meta"]["revision"] == body["meta"]["revision"] + 1
+        assert_error(client.post(f"/notes/v1/notes/{note_id}/regenerate", json={"generator": "llm"}), 400,
+                     "bad_request", "VALIDATION_ERROR")
+        assert_error(client.post(f"/notes/v1/notes/{note_id}/regenerate", json={"generator": "gpt"}), 400,
+                     "bad_request", "VALIDATION_ERROR")
+        assert_error(client.post(f"/notes/v1/notes/{api.notes['silent']}/regenerate"), 422,
+                     "unprocessable_entity", "NOTE_NOT_READY")
+        assert_error(client.post(f"/notes/v1/notes/{SEED_NOTE_ID}/regenerate"), 404, "not_found", "NOTE_NOT_FOUND")
+    with api.client("b") as other:
+        assert_error(other.post(f"/notes/v1/notes/{note_id}/regenerate"), 403, "forbidden", "NOTE_ACCESS_DENIED")
+
+
 def test_section_edit_errors(api):
     with api.client() as client:
         section = client.get(f"/notes/v1/notes/{api.notes['rex']}").json()["data"]["note_sections"][0]

@@ -316,3 +316,41 @@ async def test_migration_0002_backfills_section_ids(database_url):
         await migrate(database_url, MIGRATIONS)
     finally:
         await engine.dispose()
+
+
+async def test_regenerate_from_the_stored_transcript_is_a_new_revision(notegen, broker, topic_prefix):
+    service, stub = notegen
+    note_id = str(uuid.uuid4())
+    run, note = await generate_run(broker, topic_prefix, note_id, LINES)
+    assert note.revision == 0 and note.structured.fields["vitals"]
+    plan = by_label(note.sections)["prescriptions"]
+    await stub.UpdateSection(pb.UpdateSectionRequest(tenant_id="t1", section_id=plan.id, content="Own words."))
+
+    response = await stub.RegenerateNote(pb.RegenerateNoteRequest(tenant_id="t1", note_id=note_id,
+                                                                  instructions="shorter", generator="rules"))
+    assert (response.note_id, response.run, response.revision, response.generator) == (note_id, run, 1, "rules-v1")
+    sections = by_label(response.sections)
+    assert sections["prescriptions"].content == "Own words." and sections["prescriptions"].edited
+    others = [s for s in response.sections if s.label != "prescriptions"]
+    assert others and all(s.version >= 2 and not s.edited for s in others)
+    assert all(s.sentences for s in others)  # generated sentences keep their provenance
+
+    announced = await collect(broker, topic_prefix, ev.NoteGenerated, at_least=2)
+    latest = max(announced, key=lambda event: event.payload.revision).payload
+    assert latest.revision == 1 and list(latest.sections) == list(response.sections)
+
+    # The regenerated text of the edited section is kept as history.
+    async with service.handlers.session_maker() as session:
+        history = (await session.scalars(select(SectionRow).where(SectionRow.section_id == plan.id))).all()
+    assert sorted(row.revision for row in history) == [0, 1]
+
+    for request, expected in [
+        (pb.RegenerateNoteRequest(tenant_id="t2", note_id=note_id), (grpc.StatusCode.PERMISSION_DENIED,
+                                                                      "NOTE_ACCESS_DENIED")),
+        (pb.RegenerateNoteRequest(tenant_id="t1", note_id=str(uuid.uuid4())), (grpc.StatusCode.NOT_FOUND,
+                                                                                "NOTE_NOT_FOUND")),
+        (pb.RegenerateNoteRequest(tenant_id="t1", note_id=note_id, generator="llm"),
+         (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR")),
+    ]:
+        status, code, _ = await rejected(stub.RegenerateNote(request))
+        assert (status, code) == expected

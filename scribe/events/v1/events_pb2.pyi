@@ -244,9 +244,14 @@ class NoteGenerated(_message.Message):
     SECTIONS_FIELD_NUMBER: _builtins.int
     GENERATOR_FIELD_NUMBER: _builtins.int
     STRUCTURED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     generator: _builtins.str
     """Name of the generator that wrote the sections (e.g. "rules-v1")."""
+    revision: _builtins.int
+    """0 for the run's first note; +1 for each regeneration. A reader replaces the sections of an
+    older revision (keeping per section id the higher version).
+    """
     @_builtins.property
     def run(self) -> _types_pb2.RunRef: ...
     @_builtins.property
@@ -265,10 +270,11 @@ class NoteGenerated(_message.Message):
         sections: _abc.Iterable[_types_pb2.NoteSection] | None = ...,
         generator: _builtins.str = ...,
         structured: _struct_pb2.Struct | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "structured", b"structured"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "language", b"language", "run", b"run", "sections", b"sections", "structured", b"structured"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "language", b"language", "revision", b"revision", "run", b"run", "sections", b"sections", "structured", b"structured"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

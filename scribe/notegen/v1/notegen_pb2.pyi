@@ -147,3 +147,71 @@ class UpdateSectionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateSectionResponse: _TypeAlias = UpdateSectionResponse  # noqa: Y015
+
+@_typing.final
+class RegenerateNoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    NOTE_ID_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    GENERATOR_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    note_id: _builtins.str
+    instructions: _builtins.str
+    """Free-text instructions for the generator ("shorter", "omit owner instructions", ...)."""
+    generator: _builtins.str
+    """"rules", "llm", or empty for the deployment's default."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        note_id: _builtins.str = ...,
+        instructions: _builtins.str = ...,
+        generator: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "instructions", b"instructions", "note_id", b"note_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateNoteRequest: _TypeAlias = RegenerateNoteRequest  # noqa: Y015
+
+@_typing.final
+class RegenerateNoteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTE_ID_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    GENERATOR_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    SECTIONS_FIELD_NUMBER: _builtins.int
+    STRUCTURED_FIELD_NUMBER: _builtins.int
+    note_id: _builtins.str
+    generator: _builtins.str
+    revision: _builtins.int
+    """Grows with every regeneration of the run."""
+    @_builtins.property
+    def run(self) -> _types_pb2.RunRef: ...
+    @_builtins.property
+    def sections(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.NoteSection]: ...
+    @_builtins.property
+    def structured(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        note_id: _builtins.str = ...,
+        run: _types_pb2.RunRef | None = ...,
+        generator: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        sections: _abc.Iterable[_types_pb2.NoteSection] | None = ...,
+        structured: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "structured", b"structured"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "note_id", b"note_id", "revision", b"revision", "run", b"run", "sections", b"sections", "structured", b"structured"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateNoteResponse: _TypeAlias = RegenerateNoteResponse  # noqa: Y015

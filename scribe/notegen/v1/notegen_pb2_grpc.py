@@ -44,6 +44,11 @@ class NoteGenServiceStub:
                 request_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionRequest.SerializeToString,
                 response_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionResponse.FromString,
                 _registered_method=True)
+        self.RegenerateNote = channel.unary_unary(
+                '/scribe.notegen.v1.NoteGenService/RegenerateNote',
+                request_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteRequest.SerializeToString,
+                response_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteResponse.FromString,
+                _registered_method=True)
 
 
 class NoteGenServiceServicer:
@@ -65,6 +70,16 @@ class NoteGenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegenerateNote(self, request, context):
+        """Write a stored note again from its transcript (same or another generator, optional
+        instructions). Edited sections stay current; the new generated text is kept as history.
+        NOT_FOUND NOTE_NOT_FOUND when no note was generated, PERMISSION_DENIED NOTE_ACCESS_DENIED,
+        FAILED_PRECONDITION TRANSCRIPT_TOO_SHORT, INVALID_ARGUMENT VALIDATION_ERROR.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NoteGenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +92,11 @@ def add_NoteGenServiceServicer_to_server(servicer, server):
                     servicer.UpdateSection,
                     request_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionRequest.FromString,
                     response_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionResponse.SerializeToString,
+            ),
+            'RegenerateNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegenerateNote,
+                    request_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteRequest.FromString,
+                    response_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +153,33 @@ class NoteGenService:
             '/scribe.notegen.v1.NoteGenService/UpdateSection',
             scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionRequest.SerializeToString,
             scribe_dot_notegen_dot_v1_dot_notegen__pb2.UpdateSectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegenerateNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.notegen.v1.NoteGenService/RegenerateNote',
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteRequest.SerializeToString,
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteResponse.FromString,
             options,
             channel_credentials,
             insecure,

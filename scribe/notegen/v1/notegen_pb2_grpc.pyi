@@ -38,6 +38,12 @@ class NoteGenServiceStub:
     current one over later regenerations. NOT_FOUND SECTION_NOT_FOUND, PERMISSION_DENIED
     NOTE_ACCESS_DENIED (another tenant's), INVALID_ARGUMENT VALIDATION_ERROR.
     """
+    RegenerateNote: _grpc.UnaryUnaryMultiCallable[_notegen_pb2.RegenerateNoteRequest, _notegen_pb2.RegenerateNoteResponse]
+    """Write a stored note again from its transcript (same or another generator, optional
+    instructions). Edited sections stay current; the new generated text is kept as history.
+    NOT_FOUND NOTE_NOT_FOUND when no note was generated, PERMISSION_DENIED NOTE_ACCESS_DENIED,
+    FAILED_PRECONDITION TRANSCRIPT_TOO_SHORT, INVALID_ARGUMENT VALIDATION_ERROR.
+    """
 
 @_typing.type_check_only
 class NoteGenServiceAsyncStub(NoteGenServiceStub):
@@ -48,6 +54,12 @@ class NoteGenServiceAsyncStub(NoteGenServiceStub):
     """A clinician's edit of one section of a stored note: a new version of the section, kept as the
     current one over later regenerations. NOT_FOUND SECTION_NOT_FOUND, PERMISSION_DENIED
     NOTE_ACCESS_DENIED (another tenant's), INVALID_ARGUMENT VALIDATION_ERROR.
+    """
+    RegenerateNote: _aio.UnaryUnaryMultiCallable[_notegen_pb2.RegenerateNoteRequest, _notegen_pb2.RegenerateNoteResponse]  # type: ignore[assignment]
+    """Write a stored note again from its transcript (same or another generator, optional
+    instructions). Edited sections stay current; the new generated text is kept as history.
+    NOT_FOUND NOTE_NOT_FOUND when no note was generated, PERMISSION_DENIED NOTE_ACCESS_DENIED,
+    FAILED_PRECONDITION TRANSCRIPT_TOO_SHORT, INVALID_ARGUMENT VALIDATION_ERROR.
     """
 
 class NoteGenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -68,6 +80,18 @@ class NoteGenServiceServicer(metaclass=_abc_1.ABCMeta):
         """A clinician's edit of one section of a stored note: a new version of the section, kept as the
         current one over later regenerations. NOT_FOUND SECTION_NOT_FOUND, PERMISSION_DENIED
         NOTE_ACCESS_DENIED (another tenant's), INVALID_ARGUMENT VALIDATION_ERROR.
+        """
+
+    @_abc_1.abstractmethod
+    def RegenerateNote(
+        self,
+        request: _notegen_pb2.RegenerateNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notegen_pb2.RegenerateNoteResponse, _abc.Awaitable[_notegen_pb2.RegenerateNoteResponse]]:
+        """Write a stored note again from its transcript (same or another generator, optional
+        instructions). Edited sections stay current; the new generated text is kept as history.
+        NOT_FOUND NOTE_NOT_FOUND when no note was generated, PERMISSION_DENIED NOTE_ACCESS_DENIED,
+        FAILED_PRECONDITION TRANSCRIPT_TOO_SHORT, INVALID_ARGUMENT VALIDATION_ERROR.
         """
 
 def add_NoteGenServiceServicer_to_server(servicer: NoteGenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

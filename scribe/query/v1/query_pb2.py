@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from scribe.types.v1 import types_pb2 as scribe_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscribe/query/v1/query.proto\x12\x0fscribe.query.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscribe/types/v1/types.proto\"\xe7\x03\n\x08NoteView\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x04info\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08language\x18\x07 \x01(\t\x12/\n\ntranscript\x18\x08 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\x12.\n\x08sections\x18\t \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12)\n\x07\x66\x61ilure\x18\n \x01(\x0b\x32\x18.scribe.types.v1.Failure\x12$\n\x03run\x18\x0b \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x10\n\x08progress\x18\x0c \x01(\x02\x12+\n\nstructured\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\"4\n\x0eGetNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\":\n\x0fGetNoteResponse\x12\'\n\x04note\x18\x01 \x01(\x0b\x32\x19.scribe.query.v1.NoteView\"\xc4\x01\n\x10ListNotesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\tfrom_date\x18\x06 \x01(\t\x12\x0f\n\x07to_date\x18\x07 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x08 \x01(\x05\x12\x13\n\x0b\x65xternal_id\x18\t \x01(\t\"i\n\x11ListNotesResponse\x12(\n\x05notes\x18\x01 \x03(\x0b\x32\x19.scribe.query.v1.NoteView\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\r\n\x05limit\x18\x04 \x01(\x05\":\n\x14GetNoteStatusRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"d\n\x15GetNoteStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12\r\n\x05valid\x18\x02 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"G\n\x11\x45xportNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\"M\n\x12\x45xportNoteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t2\xe7\x02\n\x0cQueryService\x12L\n\x07GetNote\x12\x1f.scribe.query.v1.GetNoteRequest\x1a .scribe.query.v1.GetNoteResponse\x12R\n\tListNotes\x12!.scribe.query.v1.ListNotesRequest\x1a\".scribe.query.v1.ListNotesResponse\x12^\n\rGetNoteStatus\x12%.scribe.query.v1.GetNoteStatusRequest\x1a&.scribe.query.v1.GetNoteStatusResponse\x12U\n\nExportNote\x12\".scribe.query.v1.ExportNoteRequest\x1a#.scribe.query.v1.ExportNoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscribe/query/v1/query.proto\x12\x0fscribe.query.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscribe/types/v1/types.proto\"\xf9\x03\n\x08NoteView\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x04info\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08language\x18\x07 \x01(\t\x12/\n\ntranscript\x18\x08 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\x12.\n\x08sections\x18\t \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12)\n\x07\x66\x61ilure\x18\n \x01(\x0b\x32\x18.scribe.types.v1.Failure\x12$\n\x03run\x18\x0b \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x10\n\x08progress\x18\x0c \x01(\x02\x12+\n\nstructured\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08revision\x18\x0e \x01(\x05\"4\n\x0eGetNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\":\n\x0fGetNoteResponse\x12\'\n\x04note\x18\x01 \x01(\x0b\x32\x19.scribe.query.v1.NoteView\"\xc4\x01\n\x10ListNotesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\tfrom_date\x18\x06 \x01(\t\x12\x0f\n\x07to_date\x18\x07 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x08 \x01(\x05\x12\x13\n\x0b\x65xternal_id\x18\t \x01(\t\"i\n\x11ListNotesResponse\x12(\n\x05notes\x18\x01 \x03(\x0b\x32\x19.scribe.query.v1.NoteView\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\r\n\x05limit\x18\x04 \x01(\x05\":\n\x14GetNoteStatusRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"d\n\x15GetNoteStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12\r\n\x05valid\x18\x02 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"G\n\x11\x45xportNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\"M\n\x12\x45xportNoteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t2\xe7\x02\n\x0cQueryService\x12L\n\x07GetNote\x12\x1f.scribe.query.v1.GetNoteRequest\x1a .scribe.query.v1.GetNoteResponse\x12R\n\tListNotes\x12!.scribe.query.v1.ListNotesRequest\x1a\".scribe.query.v1.ListNotesResponse\x12^\n\rGetNoteStatus\x12%.scribe.query.v1.GetNoteStatusRequest\x1a&.scribe.query.v1.GetNoteStatusResponse\x12U\n\nExportNote\x12\".scribe.query.v1.ExportNoteRequest\x1a#.scribe.query.v1.ExportNoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scribe.query.v1.query_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NOTEVIEW']._serialized_start=141
-  _globals['_NOTEVIEW']._serialized_end=628
-  _globals['_GETNOTEREQUEST']._serialized_start=630
-  _globals['_GETNOTEREQUEST']._serialized_end=682
-  _globals['_GETNOTERESPONSE']._serialized_start=684
-  _globals['_GETNOTERESPONSE']._serialized_end=742
-  _globals['_LISTNOTESREQUEST']._serialized_start=745
-  _globals['_LISTNOTESREQUEST']._serialized_end=941
-  _globals['_LISTNOTESRESPONSE']._serialized_start=943
-  _globals['_LISTNOTESRESPONSE']._serialized_end=1048
-  _globals['_GETNOTESTATUSREQUEST']._serialized_start=1050
-  _globals['_GETNOTESTATUSREQUEST']._serialized_end=1108
-  _globals['_GETNOTESTATUSRESPONSE']._serialized_start=1110
-  _globals['_GETNOTESTATUSRESPONSE']._serialized_end=1210
-  _globals['_EXPORTNOTEREQUEST']._serialized_start=1212
-  _globals['_EXPORTNOTEREQUEST']._serialized_end=1283
-  _globals['_EXPORTNOTERESPONSE']._serialized_start=1285
-  _globals['_EXPORTNOTERESPONSE']._serialized_end=1362
-  _globals['_QUERYSERVICE']._serialized_start=1365
-  _globals['_QUERYSERVICE']._serialized_end=1724
+  _globals['_NOTEVIEW']._serialized_end=646
+  _globals['_GETNOTEREQUEST']._serialized_start=648
+  _globals['_GETNOTEREQUEST']._serialized_end=700
+  _globals['_GETNOTERESPONSE']._serialized_start=702
+  _globals['_GETNOTERESPONSE']._serialized_end=760
+  _globals['_LISTNOTESREQUEST']._serialized_start=763
+  _globals['_LISTNOTESREQUEST']._serialized_end=959
+  _globals['_LISTNOTESRESPONSE']._serialized_start=961
+  _globals['_LISTNOTESRESPONSE']._serialized_end=1066
+  _globals['_GETNOTESTATUSREQUEST']._serialized_start=1068
+  _globals['_GETNOTESTATUSREQUEST']._serialized_end=1126
+  _globals['_GETNOTESTATUSRESPONSE']._serialized_start=1128
+  _globals['_GETNOTESTATUSRESPONSE']._serialized_end=1228
+  _globals['_EXPORTNOTEREQUEST']._serialized_start=1230
+  _globals['_EXPORTNOTEREQUEST']._serialized_end=1301
+  _globals['_EXPORTNOTERESPONSE']._serialized_start=1303
+  _globals['_EXPORTNOTERESPONSE']._serialized_end=1380
+  _globals['_QUERYSERVICE']._serialized_start=1383
+  _globals['_QUERYSERVICE']._serialized_end=1742
 # @@protoc_insertion_point(module_scope)

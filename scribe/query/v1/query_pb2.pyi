@@ -38,12 +38,15 @@ class NoteView(_message.Message):
     RUN_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     STRUCTURED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     note_id: _builtins.str
     tenant_id: _builtins.str
     status: _types_pb2.NoteStatus.ValueType
     language: _builtins.str
     progress: _builtins.float
     """Share of the audio transcribed while processing, 0..1."""
+    revision: _builtins.int
+    """Revision of the note's sections within the run (regenerations)."""
     @_builtins.property
     def info(self) -> _types_pb2.NoteInfo: ...
     @_builtins.property
@@ -80,10 +83,11 @@ class NoteView(_message.Message):
         run: _types_pb2.RunRef | None = ...,
         progress: _builtins.float = ...,
         structured: _struct_pb2.Struct | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "info", b"info", "run", b"run", "structured", b"structured", "transcript", b"transcript", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "info", b"info", "language", b"language", "note_id", b"note_id", "progress", b"progress", "run", b"run", "sections", b"sections", "status", b"status", "structured", b"structured", "tenant_id", b"tenant_id", "transcript", b"transcript", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "info", b"info", "language", b"language", "note_id", b"note_id", "progress", b"progress", "revision", b"revision", "run", b"run", "sections", b"sections", "status", b"status", "structured", b"structured", "tenant_id", b"tenant_id", "transcript", b"transcript", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
