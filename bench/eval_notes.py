@@ -15,10 +15,11 @@ Figures, per case, per language and overall (the legend printed with them says t
 
 * section recall: share of expected key phrases found in their section of the note. A phrase is
   found loosely when its numbers all appear and at least half of its content words do (case and
-  accents ignored, spoken numbers read as digits, stopwords dropped, negations "sem/não/no/
-  without/sin..." one token, inflections matched by a shared prefix of at least 4 letters and half
-  the shorter word: "tremores"/"tremendo", "vômito"/"vomitar"); strictly when every content word
-  does.
+  accents ignored, spoken numbers read as digits, stopwords dropped, the negations of the case's
+  language "sem/não/nenhum...", "no/not/without...", "sin/no/ni..." one token - Portuguese "no"
+  is "em + o", not a negation -, inflections matched by a shared prefix of at least 4 letters and
+  half the shorter word: "tremores"/"tremendo", "vômito"/"vomitar"); strictly when every content
+  word does.
 * sentence precision: share of the note's sentences that contain (loosely) an expected key phrase
   of their own section.
 * vitals accuracy: fields right over fields expected or produced (a vital produced but not
@@ -75,20 +76,24 @@ STOPWORDS = frozenset(
     el la los las un una unos unas del y al lo le les es en con por para su sus
     """.split()
 )
-NEGATIONS = frozenset(
-    "sem nao não nenhum nenhuma nunca nem no not without none never sin nada ni ningun ninguna"
-    .split()
-)
+NEGATIONS_BY_LANGUAGE: dict[str, frozenset[str]] = {
+    # Portuguese "no"/"nos" are "em + o(s)" ("dor no local"), not a negation.
+    "pt": frozenset("sem nao não nenhum nenhuma nunca nem nada".split()),
+    "en": frozenset("no not without none never".split()),
+    "es": frozenset("sin no nada ni ningun ningún ninguna nunca".split()),
+}
+NEGATIONS = frozenset().union(*NEGATIONS_BY_LANGUAGE.values())
 _NUMBER_TOKEN = re.compile(r"^\d+(?:\.\d+)?$")
 
 
 def content_tokens(text: str, language: str) -> list[str]:
     """Folded content words of ``text``: numbers as digits, negations as ``NEG``."""
     digits = to_digits(text, language)
+    negations = {fold(w) for w in NEGATIONS_BY_LANGUAGE.get(language, NEGATIONS)}
     tokens: list[str] = []
     for raw in re.findall(r"\d+(?:[.,]\d+)?|[^\W\d_]+", digits):
         word = fold(raw).replace(",", ".")
-        if word in NEGATIONS:
+        if word in negations:
             tokens.append("NEG")
         elif word not in STOPWORDS and fold(word) not in {fold(s) for s in STOPWORDS}:
             tokens.append(word)

@@ -74,3 +74,12 @@ def test_rouge_lsum_takes_the_union_of_lcs_over_lines() -> None:
     expected = 2 * (7 / 10) * (7 / 8) / (7 / 10 + 7 / 8)
     assert eval_notes.rouge_lsum(candidate, reference) == pytest.approx(expected)
     assert eval_notes.rouge_lsum(["a b c"], ["a b c"]) == pytest.approx(1.0)
+
+
+def test_negations_are_those_of_the_case_language() -> None:
+    # Portuguese "no" is "em + o" ("dor no local"), a negation only in English and Spanish.
+    assert eval_notes.content_tokens("dor no local", "pt") == ["dor", "local"]
+    assert eval_notes.content_tokens("sem coceira", "pt") == ["NEG", "coceira"]
+    assert eval_notes.content_tokens("no cough", "en") == ["NEG", "cough"]
+    assert eval_notes.content_tokens("no subir escaleras", "es") == ["NEG", "subir", "escaleras"]
+    assert eval_notes.phrase_found("dor no local", "O local pode doer um ou dois dias.", "pt")

@@ -2,9 +2,12 @@
 
 It runs on the CPU with only the standard library and no model. Every section is built from
 sentences that were actually said, lightly cleaned (openers such as "Então," and trailing tags such
-as ", né?" dropped, first letter capitalised, ending punctuation added), so the note never holds a
-word that is not in the transcript. A sentence that matches no section is left out rather than
-guessed at, and a section with nothing in it is left out of the note.
+as ", né?" dropped, first letter capitalised, ending punctuation added). Two kinds of line are
+written from what was said rather than copied, each citing the segments it comes from: clinical
+terms for lay words by the general tables of ``terms.py`` ("tá babando muito" -> "Salivação
+excessiva"), and the vital signs as read by the structured extraction ("Peso 30,5 kg; temperatura
+39,4 °C"). A sentence that matches no section is left out rather than guessed at, and a section
+with nothing in it is left out of the note.
 
 How a sentence is placed:
 
@@ -14,15 +17,27 @@ How a sentence is placed:
    giving counts per signal: complaint, visit reason, history, exam, vital sign, assessment, plan,
    drug, dose, route, frequency, instruction, urgency, follow-up and return interval.
 3. Questions are not facts and are skipped, as are read-backs (a short sentence repeating words
-   just said, like an owner repeating the dose).
+   just said, like an owner repeating the dose). But an answer that only makes sense with its
+   question ("E o apetite?" - "Come que é uma beleza.", "Desmaiou?" - "Não.") is written with it,
+   as "O apetite: come que é uma beleza.", and scored on both; a "no" denies the symptoms the
+   question names ("Sem síncope.").
 4. The consultation is split into phases: history until the first vital sign or announced
    examination, then the examination, then the treatment talk from the first diagnosis or dosed
    drug. The same words mean different things in each ("dor" is a complaint when the owner says
    it before the examination, a finding when the clinician reports it during it).
 5. The chief complaint is the first complaint-like statement(s) of the history phase, preferably
-   the patient's or owner's, led by a stated reason for the visit if there is one. Every other
-   sentence goes to its single best-scoring section; when speaker roles are known, the patient or
-   owner only contributes to the complaint and the history.
+   the patient's or owner's, led by a stated reason for the visit if there is one, and completed
+   by the symptoms the patient affirms when asked ("Have you had a fever?" - "Yeah..."). Every
+   other sentence goes to its best-scoring section and, when it also carries facts of others (up
+   to two more, each scoring at least one signal there), to those too: "vai ficar internada
+   vinte e quatro horas" is an assessment and a plan. When speaker roles are known, the patient
+   or owner only contributes to the complaint and the history.
+6. In the treatment talk, a clinician's sentence that matches nothing but continues the talk
+   around it in the same turn ("E um difusor de feromônio ajuda bastante") joins its neighbour's
+   section.
+
+The structured extraction (``extraction.py``) sees every sentence as said, with the one section it
+belongs to most.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from dataclasses import dataclass, field
 
 from services.notegen.domain.extraction import (
     SegmentTimes,
+    fold_aligned,
     Utterance,
     extract_diagnoses,
     extract_follow_up_days,
@@ -51,6 +67,7 @@ from services.notegen.domain.sections import (
     normalise_language,
     title_for,
 )
+from services.notegen.domain.terms import KINDS, find_terms, negated, vital_phrase
 from services.notegen.domain.structured import (
     Diagnosis,
     Fact,
@@ -316,6 +333,7 @@ HISTORY: dict[str, tuple[str, ...]] = {
         "urina", "jejum", "vezes", "vizinh*", "quintal", "lixo", "pet shop", "banho", "tinha",
         "tava", "estava", "emagreceu", "não sai de casa", "corrimento", "normal", "em dia",
         "atrasad*", "feno", "fruta*", "sachê", "molhad*",
+        "se esconde*", "escondid*", "escondendo", "melhorou", "melhorando",
     ),
     "en": (
         "since", "ago", "last night", "last week", "last month", "last year", "yesterday",
@@ -326,6 +344,7 @@ HISTORY: dict[str, tuple[str, ...]] = {
         "kindergarten", "contact", "at work", "lifted", "lifting", "helped", "healthy",
         "weight loss", "bladder", "bowel*", "numbness", "settled", "shaky", "sweaty", "checked",
         "came down", "had", "getting on", "penicillin",
+        "hiding", "improved", "improving", "better since",
     ),
     "es": (
         "hace {n}", "desde", "ayer", "semana pasada", "mes pasado", "año pasado", "come",
@@ -334,6 +353,7 @@ HISTORY: dict[str, tuple[str, ...]] = {
         "refugio", "castrad*", "esterilizad*", "pasear", "paseo", "parque", "se cayó",
         "mejorado", "por la mañana", "corriendo", "sábado", "domingo", "lunes", "martes",
         "miércoles", "jueves", "viernes", "otro gato", "otro perro",
+        "se esconde*", "escondid*", "mejoró", "mejorando",
     ),
 }
 """History: onset and duration, diet, vaccination, previous illness and medication, context."""
@@ -360,15 +380,18 @@ VITALS: dict[str, tuple[str, ...]] = {
         "temperatura", "{n} quilo*", "{n} kg", "peso", "pesa", "batimentos",
         "frequência cardíaca", "frequência respiratória", "{n} por minuto", "pressão arterial",
         "tpc", "preenchimento capilar",
+        "{n} aqui na balança", "{n} na balança",
     ),
     "en": (
         "temperature", "{n} kilo*", "{n} kg", "{n} pounds", "weight today", "weighs",
         "heart rate", "pulse", "blood pressure", "respiratory rate", "{n} per minute",
         "{n} over {n}", "oxygen saturation",
+        "{n} on the scale",
     ),
     "es": (
         "temperatura", "{n} kilo*", "{n} kg", "pesa", "peso", "frecuencia cardíaca",
         "frecuencia respiratoria", "{n} por minuto", "latidos", "presión arterial",
+        "{n} en la báscula", "{n} en la balanza",
     ),
 }
 """Measurements taken in the examination; one of these starts the examination phase."""
@@ -383,6 +406,7 @@ EXAM: dict[str, tuple[str, ...]] = {
         "limpinho", "sem dor", "sente dor", "dor quando", "aumentad*", "nódulo", "catarata",
         "vulva", "distendid*", "rosad*", "firme", "duro", "corpo estranho", "examin*",
         "pente fino", "pulga*", "pelos crescendo", "mole", "mexe", "grudado",
+        "saudável", "bom estado geral", "obstruíd*",
     ),
     "en": (
         "auscult*", "palpat*", "tender*", "swollen", "exudate", "tonsils", "lymph nodes",
@@ -390,6 +414,7 @@ EXAM: dict[str, tuple[str, ...]] = {
         "heart sounds", "murmur", "abdomen", "reflexes",
         "sensation", "strength", "straight leg raise", "spasm", "clear", "pulses", "sores",
         "feet", "skin", "eyes", "ears", "throat", "examin*", "mucous", "redness",
+        "healthy", "good general condition", "obstructed",
     ),
     "es": (
         "mucosa*", "auscult*", "palpación", "corazón", "pulmón", "soplo", "deshidrat*",
@@ -397,6 +422,7 @@ EXAM: dict[str, tuple[str, ...]] = {
         "crepitantes", "sibilancias", "ruidos",
         "nariz", "moco", "rodilla", "cadera", "tobillo", "inflamad*", "le duele",
         "movimiento de cajón", "tibia", "limpio", "roja", "rojo", "tinción", "secreción",
+        "sano", "sana", "buen estado general", "obstruid*",
     ),
 }
 """Examination findings: body systems, signs and how they were examined."""
@@ -411,6 +437,7 @@ ASSESSMENT: dict[str, tuple[str, ...]] = {
         "saudável", "emergência", "grave", "benigno", "cinomose", "parvovirose",
         "leishmaniose", "giardíase", "erliquiose", "obstruíd*", "otite", "rinite", "colite",
         "uveíte",
+        "pode ser",
     ),
     "en": (
         "diagnosis", "i think", "it looks like", "looks like", "looks very likely",
@@ -418,12 +445,14 @@ ASSESSMENT: dict[str, tuple[str, ...]] = {
         "confirm*", "strain", "infection", "disease", "diabetes", "positive", "results",
         "cholesterol", "on the high side", "progress", "classic picture", "no sign of",
         "function is normal", "otitis", "colitis", "uveitis",
+        "could be", "might be",
     ),
     "es": (
         "diagnóstico", "sospecha", "sospecho", "pienso en", "parece", "probablemente",
         "probable", "se rompió", "rotura", "ligamento", "infección", "enfermedad", "compatible",
         "confirm*", "herpesvirus", "virus", "es muy común", "otitis", "rinitis", "colitis",
         "uveítis",
+        "puede ser",
     ),
 }
 """How a clinician states a diagnosis or a suspicion, and common diagnoses."""
@@ -450,16 +479,21 @@ PLAN: dict[str, tuple[str, ...]] = {
         "encaminh*", "vou aplicar", "aplicar", "tratamento", "pegar a veia", "ligar o soro",
         "não vou passar", "remédio nenhum", "nenhum remédio", "suspens*", "suspender",
         "repito", "marco",
+        "repouso absoluto", "repouso relativo", "muito repouso", "bastante repouso",
+        "fazer repouso", "ficar de repouso", "isolar", "isolad*", "compressa*", "calor local",
     ),
     "en": (
         "we will", "we'll", "i'll", "let's", "i'm going to", "plan", "test", "swab", "x ray",
         "blood test", "refer*", "physiotherapy", "screening", "repeat", "increase", "start",
         "stop", "swap", "scan", "ultrasound", "imaging", "don't need", "changes",
+        "bed rest", "get some rest", "plenty of rest", "heat", "stay active", "isolate",
     ),
     "es": (
         "vamos a", "hacemos", "haremos", "le voy a hacer", "radiografía*", "ecografía",
         "análisis", "sedación", "cirugía", "operar*", "tratamiento", "lo decidimos",
         "empezamos",
+        "mucho reposo", "reposo absoluto", "reposo relativo", "hacer reposo", "guardar reposo",
+        "aislar*", "separarla", "separarlo", "calor local",
     ),
 }
 """Tests, procedures, referrals and treatment decisions."""
@@ -567,6 +601,7 @@ INSTRUCTIONS: dict[str, tuple[str, ...]] = {
         "passeios", "sem forçar", "fica só", "comecem", "coloquem", "tenham", "não tira",
         "é normal", "se ele", "se ela", "se tiver", "se der", "se precisar", "se passar",
         "se inchar", "vem", "venha", "volta pra ração", "ração úmida", "amolece",
+        "você dá", "você coloca", "você passa", "você oferece", "você faz",
     ),
     "en": (
         "give", "avoid", "keep", "make sure", "don't", "do not", "drink", "stay", "finish",
@@ -657,6 +692,8 @@ TIE_PRIORITY: tuple[str, ...] = (
 )
 
 MAX_CHIEF_COMPLAINT_SENTENCES = 3
+MAX_VISIT_REASONS = 2
+MAX_AFFIRMED_SYMPTOMS = 2
 # How far into the consultation a visit reason still counts as the chief complaint.
 VISIT_REASON_OPENING_SENTENCES = 6
 # A short sentence whose words were all said in the last few sentences is a read-back.
@@ -665,6 +702,68 @@ READBACK_WINDOW = 4
 # Sentences of one speaker are joined across segments only up to this length: unpunctuated
 # recogniser output would otherwise become one endless sentence.
 MAX_JOINED_WORDS = 60
+
+OPEN_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "pt": (
+        "o que {any} acontecendo", "o que aconteceu", "o que houve", "o que traz", "o que trouxe",
+        "o que te traz", "em que posso ajudar", "o que foi", "qual o problema", "qual é o problema",
+        "o que ele tem", "o que ela tem", "o que você tem", "o que a senhora tem", "o que o senhor tem",
+    ),
+    "en": (
+        "what brings you", "what can i do for you", "how can i help", "what seems to be",
+        "what's going on", "what is going on", "what's the problem", "what's wrong",
+        "what happened", "what's been happening", "what brought you",
+    ),
+    "es": (
+        "qué le pasa", "qué les pasa", "qué te pasa", "qué le notaron", "qué le ha pasado",
+        "qué ha pasado", "qué les trae", "qué le trae", "en qué le puedo ayudar", "qué tiene",
+        "qué le ocurre",
+    ),
+}
+"""Open questions asking for the complaint: their answer stands alone and is not joined to them."""
+
+YES_NO: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "pt": (
+        frozenset({"sim", "é", "claro", "isso", "tá", "exato", "exatamente", "uhum", "aham", "com certeza"}),
+        frozenset({"não", "nada", "nenhum", "nenhuma", "nunca", "jamais"}),
+    ),
+    "en": (
+        frozenset({"yes", "yeah", "yep", "yup", "sure", "definitely", "absolutely", "correct"}),
+        frozenset({"no", "nope", "nothing", "none", "never", "not"}),
+    ),
+    "es": (
+        frozenset({"sí", "claro", "eso", "exacto", "correcto", "efectivamente"}),
+        frozenset({"no", "nada", "ninguno", "ninguna", "nunca", "jamás"}),
+    ),
+}
+"""Words that open a yes or a no answer: such an answer only makes sense with its question."""
+
+AMBIGUOUS_YES: frozenset[str] = frozenset({"e", "ta", "isso", "eso", "claro"})
+"""Yes words that are also ordinary words ("É pastosa", "Tá comendo"): a yes only when alone."""
+
+CONTRAST_WORDS: frozenset[str] = frozenset({"mas", "but", "pero", "porém", "except", "excepto"})
+
+# An answer is joined to the question it answers ("E o apetite?" - "Come que é uma beleza")
+# when it cannot stand alone: it is short, opens with yes or no, or answers a bare topic question.
+QA_SHORT_ANSWER_WORDS = 6
+QA_TOPIC_QUESTION_WORDS = 4
+QA_TOPIC_ANSWER_WORDS = 12
+QA_MAX_FOLLOWING = 3
+# A clinician's short reply to the patient's question ("Is it strep?" - "It looks very likely.").
+QA_REVERSE_ANSWER_WORDS = 4
+
+# In the treatment talk, a clinician's sentence that matches no section, of at least this many
+# words, joins the section of the sentence next to it in the same turn, when that is one of these.
+CONTINUATION_MIN_WORDS = 5
+CONTINUED_SECTIONS: frozenset[str] = frozenset(
+    {"physical_exam", "assessment", "plan", "prescriptions", "owner_instructions", "follow_up"}
+)
+
+# A sentence also feeds a second section when it scores there at least this much (and this share
+# of its best score): "vai ficar internada vinte e quatro horas" is an assessment and a plan.
+SECONDARY_MIN_SCORE = 1.0
+SECONDARY_MIN_SHARE = 0.0
+MAX_SECONDARY = 2
 
 # ---------------------------------------------------------------------------------------------
 # Pattern compilation
@@ -824,6 +923,10 @@ class _Sentence:
     folded: str = ""
     question: bool = False
     hits: dict[str, int] = field(default_factory=dict)
+    # Set on a question-and-answer view: the question's text, prefixed to the answer, and
+    # whether the answer was a "no".
+    topic: str = ""
+    negative: bool = False
 
 
 def _normalise_speaker(speaker: str) -> str:
@@ -928,6 +1031,258 @@ def _is_readback(sentences: Sequence[_Sentence], index: int, lexicon: _Lexicon) 
 
 
 # ---------------------------------------------------------------------------------------------
+# Questions and their answers
+# ---------------------------------------------------------------------------------------------
+
+
+def _turn_starts(sentences: Sequence[_Sentence]) -> list[int]:
+    """For each sentence, the index of the first sentence of its turn.
+
+    A turn is what one speaker says before the other speaks; without diarization, one segment.
+    """
+    starts: list[int] = []
+    for i, sentence in enumerate(sentences):
+        if i == 0:
+            starts.append(0)
+            continue
+        previous = sentences[i - 1]
+        same = sentence.speaker == previous.speaker and (
+            sentence.speaker != "unspecified" or bool(set(sentence.segments) & set(previous.segments))
+        )
+        starts.append(starts[-1] if same else i)
+    return starts
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An answer that needs its question: ``questions`` and ``answer`` (first sentence, then
+    ``following`` short ones of the same turn) are sentence indices."""
+
+    questions: tuple[int, ...]
+    answer: int
+    following: tuple[int, ...]
+    negative: bool
+
+
+def _strip_question(text: str, lexicon: _Lexicon) -> str:
+    """A question as a topic: openers and tags dropped, no question mark ("E o apetite?" ->
+    "o apetite")."""
+    topic = text.strip().lstrip("¡¿-–—\"' ")
+    while True:
+        trimmed = lexicon.leading.sub("", topic, count=1).lstrip("¡¿ ")
+        if trimmed == topic or not re.search(r"\w", trimmed):
+            break
+        topic = trimmed
+    return topic.rstrip(" ?!.,;:¿…")
+
+
+@functools.lru_cache(maxsize=8)
+def _open_question_regex(language: str) -> re.Pattern[str]:
+    languages = (language,) if language in OPEN_QUESTIONS else tuple(OPEN_QUESTIONS)
+    # "{any}" stands for one or two words ("o que tá acontecendo", "o que está acontecendo").
+    body = "|".join(
+        r"\s(?:\w+\s)?\w+\s".join(r"\s".join(map(re.escape, _fold(part).split())) for part in phrase.split("{any}"))
+        for lang in languages
+        for phrase in OPEN_QUESTIONS[lang]
+    )
+    return re.compile(rf"(?<!\w)(?:{body})(?!\w)")
+
+
+def _is_open_question(text: str, language: str) -> bool:
+    return bool(_open_question_regex(language).search(_fold(text)))
+
+
+def _answer_kind(text: str, language: str, lexicon: _Lexicon) -> tuple[bool, bool]:
+    """(opens with yes or no, is a "no") for an answer sentence."""
+    yes, no = YES_NO.get(language, (frozenset(), frozenset()))
+    cleaned = _clean(text, lexicon)
+    folded = _fold(cleaned)
+    words = _words(folded)
+    if not words:
+        return False, False
+    folded_yes = {_fold(w) for w in yes}
+    folded_no = {_fold(w) for w in no}
+    # The opener itself may be the yes ("Yeah, I checked...", "Sim, tá em dia"), so the words
+    # before cleaning count too. A yes that is also a verb ("É pastosa", "Tá comendo") only
+    # counts on its own: "É, o reforço anual.".
+    raw = _words(_fold(text))[:1]
+
+    def yes_or_no(word: str, said: str) -> bool:
+        if word in folded_no:
+            return True
+        alone = re.match(r"\s*[¡¿\"']*\w+\s*(?:[,.!;…]|$)", said) is not None
+        return word in folded_yes and (word not in AMBIGUOUS_YES or alone)
+
+    opens = yes_or_no(words[0], cleaned) or bool(raw and yes_or_no(raw[0], text))
+    negative = words[0] in folded_no or bool(raw and raw[0] in folded_no)
+    # "Desmaiar, não." / "Nenhuma." : a short answer holding a no and no "but".
+    if not negative and len(words) <= 4 and any(w in folded_no for w in words):
+        negative = not any(w in {_fold(c) for c in CONTRAST_WORDS} for w in words)
+        opens = opens or negative
+    if negative and any(w in {_fold(c) for c in CONTRAST_WORDS} for w in words):
+        negative = len(words) <= 3
+    return opens, negative
+
+
+def _link_answers(
+    sentences: Sequence[_Sentence], language: str, lexicon: _Lexicon
+) -> dict[int, _Answer]:
+    """Answers that only make sense with the question they answer, by answer index.
+
+    The questions are the run of questions that ends a turn; the answer is the next turn's first
+    sentence when it is short, opens with yes or no, or answers a bare topic question ("E o
+    apetite?"), followed by its next short sentences ("Ah, isso tem um tempão. Uns seis meses.").
+    Several questions answered by as many sentences are answered in order ("Come bem? Está
+    tomando algo?" - "Come perfectamente. No, no le he dado nada."). A clinician's answer to the
+    patient's question is joined only when very short ("Is it strep?" - "It looks very likely.").
+    """
+    starts = _turn_starts(sentences)
+    linked: dict[int, _Answer] = {}
+    for i in range(1, len(sentences)):
+        if starts[i] != i:
+            continue
+        questions: list[int] = []
+        for k in reversed(range(starts[i - 1], i)):
+            if not sentences[k].question:
+                break
+            questions.insert(0, k)
+        if not questions or any(_is_open_question(sentences[q].text, language) for q in questions):
+            continue
+        asker = sentences[questions[0]].speaker
+        # The answer turn's statements, courtesies ("Bom dia, doutor.") left out.
+        answers: list[int] = []
+        k = i
+        while k < len(sentences) and starts[k] == i:
+            if not sentences[k].question and _has_content(sentences[k], lexicon):
+                answers.append(k)
+            k += 1
+        if not answers or (asker != "unspecified" and asker == sentences[answers[0]].speaker):
+            continue
+        pairs = [((q,), a) for q, a in zip(questions, answers, strict=False)]
+        paired = (
+            len(questions) > 1
+            and len(answers) >= len(questions)
+            and all(_share_a_word(sentences[q].text, sentences[a].text) for (q,), a in pairs)
+        )
+        if not paired:
+            pairs = [(tuple(questions), answers[0])]
+        for asked, first in pairs:
+            answer = _link_one(sentences, asked, first, answers, language, lexicon, alone=not paired)
+            if answer is not None:
+                linked[first] = answer
+    return linked
+
+
+def _share_a_word(question: str, answer: str) -> bool:
+    """Whether an answer takes up a word of the question ("E come o quê?" - "Come só ração"),
+    comparing the first three letters of words of four or more."""
+    stems = lambda text: {w[:3] for w in _words(_fold(text)) if len(w) >= 4}  # noqa: E731
+    return bool(stems(question) & stems(answer))
+
+
+def _link_one(
+    sentences: Sequence[_Sentence],
+    questions: tuple[int, ...],
+    first: int,
+    turn: Sequence[int],
+    language: str,
+    lexicon: _Lexicon,
+    *,
+    alone: bool = True,
+) -> _Answer | None:
+    """The answer ``first`` joined to ``questions`` when it cannot stand alone, else ``None``.
+    ``alone``: the only answer of its turn, which may go on in the next short sentences."""
+    answer = sentences[first]
+    asker = sentences[questions[0]].speaker
+    words = len(_words(_fold(_clean(answer.text, lexicon))))
+    opens, negative = _answer_kind(answer.text, language, lexicon)
+    topic_words = sum(len(_words(_fold(_strip_question(sentences[q].text, lexicon)))) for q in questions)
+    if answer.speaker == "doctor" and asker == "patient":
+        joined = words <= QA_REVERSE_ANSWER_WORDS
+    else:
+        joined = (
+            words <= QA_SHORT_ANSWER_WORDS
+            or opens
+            or (topic_words <= QA_TOPIC_QUESTION_WORDS and words <= QA_TOPIC_ANSWER_WORDS)
+        )
+    if not joined:
+        return None
+    following: list[int] = []
+    # A yes or a no is a whole answer; an elliptical one ("Ah, isso aí tem um tempão.") goes on
+    # in the next short sentences ("Uns seis meses. Não cresceu, não.").
+    if alone and len(questions) == 1 and not opens and words <= QA_SHORT_ANSWER_WORDS:
+        for k in turn[turn.index(first) + 1 :]:
+            if (
+                k != first + len(following) + 1
+                or len(following) >= QA_MAX_FOLLOWING
+                or len(_words(_fold(_clean(sentences[k].text, lexicon)))) > QA_SHORT_ANSWER_WORDS
+            ):
+                break
+            following.append(k)
+    return _Answer(tuple(questions), first, tuple(following), negative)
+
+
+def _lower_first(text: str) -> str:
+    """``text`` with a lowercase first letter, unless it starts an acronym or is English "I"."""
+    if not text or (len(text) > 1 and text[1].isupper()) or re.match(r"I\b", text):
+        return text
+    return text[0].lower() + text[1:]
+
+
+_OPENING_WORD = re.compile(r"^\s*[¡¿\"']*(\w+)\s*[,.!;…]\s*")
+
+
+def _clean_answer(text: str, lexicon: _Lexicon) -> str:
+    """An answer cleaned like any sentence, but keeping the yes or no it opens with ("Yes,
+    since yesterday.", "Não, nunca."): with its question, that word is the fact."""
+    opening = _OPENING_WORD.match(text)
+    if opening is not None:
+        word = _fold(opening.group(1))
+        if any(word in {_fold(w) for w in yes | no} for yes, no in YES_NO.values()):
+            rest = _clean(text[opening.end() :], lexicon)
+            return f"{opening.group(1)}, {_lower_first(rest)}" if rest else _clean(text, lexicon)
+    return _clean(text, lexicon)
+
+
+def _qa_text(answer: _Answer, sentences: Sequence[_Sentence], lexicon: _Lexicon) -> tuple[str, str]:
+    """(topic, "topic: answer. following.") for a linked answer, in the words said."""
+    topic = "; ".join(
+        t for t in (_strip_question(sentences[q].text, lexicon) for q in answer.questions) if t
+    )
+    parts = [_clean_answer(sentences[answer.answer].text, lexicon)]
+    parts += [_clean(sentences[k].text, lexicon) for k in answer.following]
+    body = _lower_first(" ".join(p for p in parts if p))
+    if topic:
+        topic = topic[0].upper() + topic[1:]
+    return topic, f"{topic}: {body}" if topic else body
+
+
+def _views(
+    sentences: Sequence[_Sentence], linked: dict[int, _Answer], lexicon: _Lexicon
+) -> tuple[list[_Sentence], frozenset[int]]:
+    """The sentences as the note sees them: each linked answer carries its question, and the
+    short sentences it absorbed are left out on their own."""
+    views = list(sentences)
+    absorbed: set[int] = set()
+    for index, answer in linked.items():
+        topic, text = _qa_text(answer, sentences, lexicon)
+        members = (*answer.questions, answer.answer, *answer.following)
+        segments = sorted({seg for k in members for seg in sentences[k].segments})
+        view = _Sentence(
+            text=text,
+            segments=segments,
+            speaker=sentences[index].speaker,
+            topic=topic,
+            negative=answer.negative,
+        )
+        _analyse(view, lexicon)
+        view.question = False
+        views[index] = view
+        absorbed.update(answer.following)
+    return views, frozenset(absorbed)
+
+
+# ---------------------------------------------------------------------------------------------
 # Classification
 # ---------------------------------------------------------------------------------------------
 
@@ -1029,6 +1384,32 @@ def _best(scores: dict[str, float]) -> str | None:
     return ranked[0][0]
 
 
+_WH_WORDS = re.compile(
+    r"(?<!\w)(?:quant[oa]s?|quando|como|o que|qual|quais|onde|por que|porque|desde quando|how|what|"
+    r"when|where|which|why|who|cuant[oa]s?|cuando|que|cual|cuales|donde|por que|desde cuando)(?!\w)"
+)
+
+
+_ALL_NORMAL = re.compile(
+    r"(?<!\w)(?:normal|normais|normalzinh\w*|tudo bem|tudo certo|otimo|otima|fine|ok|okay|good|"
+    r"well|bien|todo bien|perfect\w*)(?!\w)"
+)
+
+
+def _affirmed_symptom(view: _Sentence) -> bool:
+    """A yes to the clinician's yes/no question about a symptom ("Have you had a fever?" -
+    "Yeah, ...", "Ela tá cansando mais?" - "Nossa, muito."); "Tudo normal." affirms nothing."""
+    answer = _fold(view.text[len(view.topic) + 1 :]) if view.topic else ""
+    return bool(
+        view.topic
+        and not view.negative
+        and view.speaker != "doctor"
+        and not _WH_WORDS.search(_fold(view.topic))
+        and not _ALL_NORMAL.search(answer)
+        and view.hits.get("complaint")
+    )
+
+
 def _chief_complaint(
     sentences: Sequence[_Sentence], candidates: Sequence[int], exam_start: int
 ) -> list[int]:
@@ -1036,17 +1417,21 @@ def _chief_complaint(
 
     The complaint is the patient's or owner's (or an unattributed) statement; when speakers are
     known, the patient's own words win. A clinician only contributes by naming the reason for the
-    visit before any complaint ("hoje é o retorno da dermatite").
+    visit before any complaint ("hoje é o retorno da dermatite"). Symptoms the patient affirms
+    when asked before the examination ("Have you had a fever?" - "Yeah...") complete it.
     """
     opening = [i for i in candidates if i < exam_start]
     complaints = [
-        i for i in opening if sentences[i].speaker != "doctor" and sentences[i].hits["complaint"]
+        i
+        for i in opening
+        if sentences[i].speaker != "doctor" and sentences[i].hits["complaint"] and not sentences[i].topic
     ]
     by_patient = [i for i in complaints if sentences[i].speaker == "patient"]
     complaints = by_patient or complaints
 
     chosen: list[int] = []
-    # A reason stated before the complaint leads it; one mentioned later is history.
+    # A reason stated before the complaint leads it (with its confirmation: "Ele veio pra vacina,
+    # né?" - "É, o reforço anual."); one mentioned later is history.
     reasons = [
         i
         for i in opening
@@ -1054,8 +1439,7 @@ def _chief_complaint(
         and i < VISIT_REASON_OPENING_SENTENCES
         and (not complaints or i < complaints[0])
     ]
-    if reasons:
-        chosen.append(reasons[0])
+    chosen.extend(reasons[:MAX_VISIT_REASONS])
     if complaints:
         first = complaints[0]
         chosen.append(first)
@@ -1068,7 +1452,9 @@ def _chief_complaint(
                 break
             chosen.append(i)
             previous = i
-    return chosen
+    affirmed = [i for i in opening if _affirmed_symptom(sentences[i]) and i not in chosen]
+    chosen.extend(affirmed[:MAX_AFFIRMED_SYMPTOMS])
+    return sorted(chosen)
 
 
 # Onset and duration words: a chief complaint sentence holding one also belongs to the history.
@@ -1080,44 +1466,141 @@ _ONSET = re.compile(
 
 @dataclass(frozen=True)
 class _Classification:
+    """Where each sentence goes: ``assigned`` lists the sentences of each section (a sentence
+    can feed several), ``primary`` the one section each sentence belongs to most."""
+
     assigned: dict[str, list[int]]
     phases: _Phases
     readbacks: frozenset[int]
+    primary: dict[int, str] = field(default_factory=dict)
 
     def section_of(self, index: int) -> str | None:
-        return next((label for label, idx in self.assigned.items() if index in idx), None)
+        return self.primary.get(index)
 
 
-def _classify(sentences: Sequence[_Sentence], lexicon: _Lexicon) -> _Classification:
+def _secondary(scores: dict[str, float], best: str) -> list[str]:
+    """Other sections a sentence carries facts of: each scoring at least ``SECONDARY_MIN_SCORE``
+    and ``SECONDARY_MIN_SHARE`` of the best."""
+    top = scores[best]
+    ranked = sorted(
+        (
+            (label, score)
+            for label, score in scores.items()
+            if label != best and score >= SECONDARY_MIN_SCORE and score >= SECONDARY_MIN_SHARE * top
+        ),
+        key=lambda kv: (-kv[1], TIE_PRIORITY.index(kv[0]) if kv[0] in TIE_PRIORITY else len(TIE_PRIORITY)),
+    )
+    return [label for label, _ in ranked]
+
+
+def _classify(
+    sentences: Sequence[_Sentence],
+    lexicon: _Lexicon,
+    views: Sequence[_Sentence] | None = None,
+    absorbed: frozenset[int] = frozenset(),
+) -> _Classification:
+    """Place every sentence. ``views`` are the sentences as scored and written (a short answer
+    with its question); phases and read-backs are read from the sentences as said."""
+    views = sentences if views is None else views
     readbacks = frozenset(i for i in range(len(sentences)) if _is_readback(sentences, i, lexicon))
     candidates = [
         i
-        for i, s in enumerate(sentences)
-        if not s.question and _has_content(s, lexicon) and i not in readbacks
+        for i, s in enumerate(views)
+        if not s.question
+        and _has_content(s, lexicon)
+        and (i not in readbacks or s.topic)
+        and i not in absorbed
     ]
     phases = _phases(sentences)
+    turns = _turn_starts(sentences)
+    def concludes_exam(i: int) -> bool:
+        # Said right after a finding, in the same stretch of speech.
+        return i > 0 and phases.of(i - 1) == "exam" and bool(set(sentences[i].segments) & set(sentences[i - 1].segments))
     assigned: dict[str, list[int]] = {label: [] for label in SECTION_LABELS}
+    primary: dict[int, str] = {}
 
-    chief = _chief_complaint(sentences, candidates, phases.exam_start)
-    assigned["chief_complaint"] = chief
+    chief = _chief_complaint(views, candidates, phases.exam_start)
+    assigned["chief_complaint"] = list(chief)
+    complaint_sentences = [i for i in chief if views[i].hits["complaint"] and not views[i].topic]
+    retold: list[int] = []
+    for i in chief:
+        primary[i] = "chief_complaint"
+        # The history tells the complaint again with its details: what follows the opening
+        # complaint ("It hurts to swallow", "Ele fica quietinho num canto") and when it began.
+        dated = bool(views[i].hits["history"] and _ONSET.search(views[i].folded))
+        if (dated and not views[i].topic) or (i in complaint_sentences and i != complaint_sentences[0]):
+            retold.append(i)
     taken = set(chief)
-    dated_complaint: list[int] = []
     for i in candidates:
         if i in taken:
-            if sentences[i].hits["history"] and _ONSET.search(sentences[i].folded):
-                dated_complaint.append(i)
             continue
-        label = _best(_scores(sentences[i], phases.of(i)))
-        if label is not None:
-            assigned[label].append(i)
-    # The history also tells when the complaint began: a complaint sentence that dates it
-    # ("tossindo faz umas três semanas") opens the anamnesis too, when there is one to open.
-    if assigned["anamnesis"] and dated_complaint:
-        assigned["anamnesis"] = sorted(set(dated_complaint) | set(assigned["anamnesis"]))
+        view = views[i]
+        scores = _scores(view, phases.of(i))
+        if view.topic and view.speaker == "patient" and sentences[i].speaker == "patient":
+            # What the patient or owner answers the clinician is history.
+            scores["anamnesis"] = max(scores.get("anamnesis", 0.0), 1.0)
+        label = _best(scores)
+        if label is None:
+            continue
+        primary[i] = label
+        assigned[label].append(i)
+        extras: list[str] = []
+        if label == "assessment" and phases.of(i) == "treatment" and concludes_exam(i):
+            # A conclusion drawn as the examination ends ("Tá saudável, pode vacinar", "ele não tá
+            # obstruído") is weighed as a finding too.
+            scores = {**scores, "physical_exam": _scores(view, "exam").get("physical_exam", 0.0)}
+        for extra in _secondary(scores, label):
+            # The history is what was told before the examination, not what a warning names.
+            if extra in PATIENT_SECTIONS and (phases.of(i) != "history" or view.speaker == "doctor"):
+                continue
+            # A return visit is no home instruction because it says "se"/"if".
+            if label == "follow_up" and extra == "owner_instructions":
+                continue
+            # Nor is the examination what the treatment talk names ("limpe os olhos com soro"),
+            # unless it concludes the examination ("Tá saudável, pode vacinar").
+            if extra == "physical_exam" and phases.of(i) != "exam" and not concludes_exam(i):
+                continue
+            # A warning word alone ("é uma emergência") is no instruction.
+            if extra == "owner_instructions" and not view.hits["instruction"]:
+                continue
+            # A diagnosis is read off a finding ("mucosas secas... desidratação leve"), not off a
+            # warning or a prescription that names a disease word.
+            if extra == "assessment" and label != "physical_exam":
+                continue
+            # The plan names every prescribed medicine already (see _treatment_line); what a
+            # prescription adds elsewhere is how to give it at home.
+            if label == "prescriptions" and extra != "owner_instructions":
+                continue
+            extras.append(extra)
+        for extra in extras[:MAX_SECONDARY]:
+            assigned[extra].append(i)
+    # A clinician's sentence with no words of its own section goes on the talk around it, in the
+    # same turn ("E um difusor de feromônio na tomada ajuda bastante" after the home measures).
+    for i in candidates:
+        view = views[i]
+        if (
+            i in primary
+            or view.speaker == "patient"
+            or view.topic
+            or phases.of(i) != "treatment"
+            or view.hits["exam_marker"]
+            or len(_words(view.folded)) < CONTINUATION_MIN_WORDS
+        ):
+            continue
+        for j in (i - 1, i + 1):
+            label = primary.get(j)
+            if 0 <= j < len(views) and turns[j] == turns[i] and label in CONTINUED_SECTIONS:
+                primary[i] = label
+                assigned[label].append(i)
+                break
+    # ...when there is a history to tell: a note whose history only repeats the complaint has none.
+    if assigned["anamnesis"]:
+        assigned["anamnesis"].extend(retold)
     return _Classification(
-        assigned={label: idx for label, idx in assigned.items() if idx},
+        assigned={label: sorted(set(idx)) for label, idx in assigned.items() if idx},
         phases=phases,
         readbacks=readbacks,
+        primary=primary,
     )
 
 
@@ -1175,6 +1658,35 @@ def _render(
     return rendered
 
 
+# The form a medicine comes in, said before its name: "a pomada otológica de clotrimazol",
+# "colirio de tobramicina", "eye drops of ...".
+_FORM = re.compile(
+    r"(?<!\w)(?:pomada|colirio|comprimido|xarope|spray|shampoo|xampu|suspensao|creme|gel|solucao|"
+    r"gotas|capsula|injecao|ointment|eye drops|ear drops|drops|cream|syrup|inhaler|tablets?|"
+    r"crema|jarabe|pomada|inyeccion|champu)(?:\s[a-z]+){0,2}?\s(?:de|do|da|of|con|com)\s$"
+)
+
+
+def _product(medication: Medication) -> str:
+    """A medicine's name with the form said right before it ("pomada otológica de clotrimazol +
+    gentamicina + betametasona"), or its name alone."""
+    name = medication.name
+    text = medication.text
+    if not text:
+        return name
+    aligned = fold_aligned(text)
+    first = _fold(name).split()
+    if not first:
+        return name
+    at = re.search(rf"(?<!\w){re.escape(first[0])}", aligned)
+    if at is None:
+        return name
+    form = _FORM.search(aligned[: at.start()])
+    if form is None:
+        return name
+    return f"{text[form.start() : at.start()]}{name}"
+
+
 def _treatment_line(
     medications: Sequence[Medication], plan: Sequence[Sentence], times: Sequence[SegmentTimes]
 ) -> Sentence | None:
@@ -1187,12 +1699,147 @@ def _treatment_line(
         folded = _fold(medication.name)
         if not folded or folded in plan_text or any(_fold(n) == folded for n in names):
             continue
-        names.append(medication.name)
+        names.append(_product(medication))
         segments.update(medication.source_segments)
     if not names or not segments:
         return None
     text = ", ".join(names) + "."
     return _sentence(text[0].upper() + text[1:], segments, times)
+
+
+# Measurements the structured vitals do not hold: a sentence naming one stays as said.
+_OTHER_MEASURES = re.compile(
+    r"(?<!\w)(?:pressao|pressure|presion|over|saturac\w*|saturation|oxigenio|oxygen|oxigeno|glicemia|"
+    r"glucose|glucosa|tpc|preenchimento|capilar|capillary)(?!\w)"
+)
+# Words of a sentence that only reads out a vital sign: labels, units, spoken numbers, fillers
+# and plain qualifiers ("Agora a temperatura... trinta e nove e quatro, um pouquinho alta.").
+_VITAL_ONLY_WORDS: frozenset[str] = frozenset(
+    """
+    peso pesa pesando pesou quilos quilo kg kgs kilos kilo kilogramos quilogramas weight weighs
+    temperatura temperature graus grados degrees coracao corazon heart rate frequencia frecuencia
+    cardiaca respiratoria respiratory respiracao respiracion breathing batimentos batidas latidos
+    beats bpm lpm por minuto minutos per minute pulse pulso balanca bascula balanza scale na no en
+    on the a o e y and de da do is es esta ta tá your sua seu su aqui agora hoje now today ahora
+    hoy here normal alta alto baixa baixo elevada high low bit um uma pouco pouquinho poquito un
+    little slightly ligeramente meio media medio tambem also tambien
+    """.split()
+)
+
+
+def _only_vitals(folded: str) -> bool:
+    words = _words(folded)
+    numbers = {_fold(w) for lang in NUMBER_WORDS for w in NUMBER_WORDS[lang]} | {
+        _fold(w) for w in NUMBER_JOINERS
+    }
+    has_number = any(w.isdigit() or w in numbers for w in words)
+    return has_number and all(w in _VITAL_ONLY_WORDS or w in numbers or w.isdigit() for w in words)
+
+
+def _vitals_line(
+    indices: Sequence[int],
+    views: Sequence[_Sentence],
+    vitals: Vitals,
+    language: str,
+    times: Sequence[SegmentTimes],
+) -> tuple[Sentence | None, set[int]]:
+    """One line with the vital signs as finally read ("Peso 30,5 kg; temperatura 39,4 °C; ..."),
+    citing the segments each value came from, and the examination sentences it stands for:
+    short sentences that only give a weight, temperature, heart or breathing rate (a corrected
+    reading such as "Trinta e dois quilos." is replaced by the final value)."""
+    facts = [(name, getattr(vitals, name)) for name in Vitals.FIELDS if getattr(vitals, name) is not None]
+    if not facts:
+        return None, set()
+    cited = {segment for _, fact in facts for segment in fact.source_segments}
+    replaced = {
+        i
+        for i in indices
+        if views[i].hits["vital"]
+        and not views[i].topic
+        and views[i].speaker != "patient"
+        and not _OTHER_MEASURES.search(views[i].folded)
+        and _only_vitals(views[i].folded)
+    }
+    if not replaced:
+        return None, set()
+    text = "; ".join(vital_phrase(name, float(fact.value), language) for name, fact in facts) + "."
+    return _sentence(text[0].upper() + text[1:], cited, times), replaced
+
+
+def _terms_of(view: _Sentence, language: str) -> list[tuple[str, str]]:
+    """(term, kind) pairs for the clinical terms of what a sentence says. In an answer joined to
+    its question, the question's terms count as said by the answer: affirmed by a yes, denied by
+    a no ("Desmaiou? - Não." -> "sem síncope")."""
+    drug = bool(view.hits.get("drug"))
+    if not view.topic:
+        return [(h.term, h.kind) for h in find_terms(view.folded, language, drug=drug)]
+    topic = _fold(view.topic)
+    answer = _fold(view.text[len(view.topic) + 1 :])
+    found: list[tuple[str, str]] = []
+    for hit in find_terms(topic, language, drug=drug):
+        if not view.negative:
+            found.append((hit.term, hit.kind))
+        elif hit.kind == "symptom" and not hit.negative:
+            found.append((negated(hit.term, language), hit.kind))
+    # A short "no" answer only denies ("Desmaiar, não."): its words are no new finding.
+    if not (view.negative and len(_words(answer)) <= 4):
+        found.extend((h.term, h.kind) for h in find_terms(answer, language, drug=drug))
+    return found
+
+
+def _term_lines(
+    classification: _Classification,
+    views: Sequence[_Sentence],
+    rendered: dict[str, list[Sentence]],
+    language: str,
+    times: Sequence[SegmentTimes],
+) -> dict[str, list[Sentence]]:
+    """The clinical terms for what each section's sentences say, one line per source sentence,
+    citing it ("A Pipoca tá babando muito... ela caiu" -> "Salivação excessiva, queda.").
+
+    Symptoms go where their sentence is (complaint or history), examination signs to the
+    examination, procedures to the plan from wherever the clinician said them after the
+    history. A term already written in the section is not repeated.
+    """
+    lines: dict[str, list[Sentence]] = {}
+    written = {label: _fold(" ".join(s.text for s in items)) for label, items in rendered.items()}
+    placed: dict[str, set[str]] = {}
+    grouped: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    where: dict[int, list[str]] = {}
+    for label in SECTION_LABELS:
+        for i in classification.assigned.get(label, ()):
+            where.setdefault(i, []).append(label)
+    for i in sorted(where):
+        view = views[i]
+        sections_of = where[i]
+        by_target: dict[str, list[str]] = {}
+        for term, kind in _terms_of(view, language):
+            if kind == "symptom":
+                # A complaint's terms go with the complaint, not again with its retelling.
+                targets = [label for label in KINDS["symptom"] if label in sections_of][:1]
+            elif kind == "sign":
+                targets = ["physical_exam"] if "physical_exam" in sections_of and view.speaker != "patient" else []
+            else:
+                clinician = view.speaker != "patient"
+                targets = ["plan"] if clinician and classification.phases.of(i) != "history" else []
+            for label in targets:
+                folded = _fold(term)
+                # The history does not repeat a term the complaint already gives.
+                same = KINDS["symptom"] if kind == "symptom" else (label,)
+                if any(folded in placed.get(other, set()) for other in same) or re.search(
+                    rf"(?<!\w){re.escape(folded)}(?!\w)", written.get(label, "")
+                ):
+                    continue
+                placed.setdefault(label, set())
+                placed[label].add(folded)
+                by_target.setdefault(label, []).append(term)
+        for label, terms in by_target.items():
+            grouped.setdefault((label, tuple(view.segments)), []).extend(terms)
+    # The terms of one stretch of speech make one line, citing it.
+    for (label, segments), terms in grouped.items():
+        text = ", ".join(terms) + "."
+        lines.setdefault(label, []).append(_sentence(text[0].upper() + text[1:], segments, times))
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1355,17 +2002,29 @@ def generate_note(
     sentences = _split_sentences(segments)
     for sentence in sentences:
         _analyse(sentence, lexicon)
-    classification = _classify(sentences, lexicon)
+    linked = _link_answers(sentences, lang, lexicon)
+    views, absorbed = _views(sentences, linked, lexicon)
+    classification = _classify(sentences, lexicon, views, absorbed)
     structured = _structured(_utterances(sentences, classification), lang, domain, times)
 
     rendered: dict[str, list[Sentence]] = {}
     for label in SECTION_LABELS:
         if label in classification.assigned:
-            rendered[label] = _render(classification.assigned[label], sentences, lexicon, times)
+            indices = classification.assigned[label]
+            if label == "physical_exam":
+                line, replaced = _vitals_line(indices, views, structured.vitals, lang, times)
+                indices = [i for i in indices if i not in replaced]
+                rendered[label] = _render(indices, views, lexicon, times)
+                if line is not None:
+                    rendered[label].insert(0, line)
+                continue
+            rendered[label] = _render(indices, views, lexicon, times)
     if any(rendered.values()):
         treatment = _treatment_line(structured.medications, rendered.get("plan", []), times)
         if treatment is not None:
             rendered.setdefault("plan", []).append(treatment)
+        for label, lines in _term_lines(classification, views, rendered, lang, times).items():
+            rendered.setdefault(label, []).extend(lines)
     if not any(rendered.values()):
         raise TranscriptTooShort(word_count, min_words, reason="no_clinical_content")
     rendered = _apply_instructions(rendered, instructions)
