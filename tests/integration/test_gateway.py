@@ -15,7 +15,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -24,13 +23,9 @@ import pytest_asyncio
 
 from common.broker import free_port
 from gateway.keys import Role
-from services.ingestion.config import IngestionSettings
-from services.ingestion.server import build_service as build_ingestion
-from services.query.config import QuerySettings
-from services.query.server import build_service as build_query
 from tests.support.audio import write_tone
-from tests.support.gateway import TEST_API_KEY, gateway_settings, running_gateway
 from tests.support.grpc_health import health_only_server
+from tests.support.gateway import gateway_backends, TEST_API_KEY, gateway_settings, running_gateway
 
 MAX_UPLOAD = 200_000
 AUTH = {"X-API-KEY": TEST_API_KEY}
@@ -48,38 +43,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def backends(tmp_path_factory: pytest.TempPathFactory, broker: str) -> AsyncIterator[dict[str, str]]:
     """Real ingestion and query (with a small upload limit), health-only notegen and transcription."""
-    tmp_path = tmp_path_factory.mktemp("backends")
-    topic_prefix = f"t{uuid.uuid4().hex[:10]}"
-    async with AsyncExitStack() as stack:
-        ingestion = await build_ingestion(
-            IngestionSettings(
-                data_dir=tmp_path / "ingestion",
-                kafka_bootstrap=broker,
-                topic_prefix=topic_prefix,
-                max_upload_bytes=MAX_UPLOAD,
-                shutdown_grace_s=5,
-            )
-        )
-        stack.push_async_callback(ingestion.runtime.shutdown, "test over")
-        ingestion_addr = f"127.0.0.1:{ingestion.runtime.port}"
-        query = await build_query(
-            QuerySettings(
-                data_dir=tmp_path / "query",
-                kafka_bootstrap=broker,
-                topic_prefix=topic_prefix,
-                ingestion_addr=ingestion_addr,
-                shutdown_grace_s=5,
-            )
-        )
-        stack.push_async_callback(query.runtime.shutdown, "test over")
-        notegen = await stack.enter_async_context(health_only_server())
-        transcription = await stack.enter_async_context(health_only_server())
-        yield {
-            "ingestion": ingestion_addr,
-            "query": f"127.0.0.1:{query.runtime.port}",
-            "notegen": notegen,
-            "transcription": transcription,
-        }
+    async with gateway_backends(tmp_path_factory.mktemp("backends"), broker, max_upload_bytes=MAX_UPLOAD) as addresses:
+        yield addresses
 
 
 @pytest_asyncio.fixture(loop_scope="module")
