@@ -45,14 +45,29 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class Word:
+    """One word with its own timing (ms from the start of the audio) and the model's confidence."""
+
+    start_ms: int
+    end_ms: int
+    text: str
+    probability: float
+
+
+@dataclass(frozen=True)
 class Segment:
-    """One transcribed stretch of speech; times in milliseconds from the start of the audio."""
+    """One transcribed stretch of speech; times in milliseconds from the start of the audio.
+
+    ``speaker`` is the role diarization gave it: "doctor", "patient" or "unspecified".
+    """
 
     start_ms: int
     end_ms: int
     text: str
     avg_logprob: float
     no_speech_prob: float
+    words: tuple[Word, ...] = ()
+    speaker: str = "unspecified"
 
 
 @dataclass(frozen=True)
