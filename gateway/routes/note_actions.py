@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import uuid
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import grpc
 from fastapi import APIRouter, Query, Request
@@ -47,6 +48,39 @@ RETRY_MESSAGE = "Transcription retry initiated successfully"
 READ_YOUR_WRITES_S = 3.0
 POLL_S = 0.05
 MAX_SECTION_CONTENT = 100_000
+T = TypeVar("T")
+
+
+async def _await_read_model(read: Callable[[], Awaitable[T]], shown: Callable[[T], bool]) -> tuple[T, bool]:
+    """Read (bounded by READ_YOUR_WRITES_S) until the read model shows a write; the last answer and
+    whether it showed it. A write is answered once it is committed; this only spares the client a
+    stale read right after."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READ_YOUR_WRITES_S
+    while True:
+        answer = await read()
+        if shown(answer):
+            return answer, True
+        if loop.time() >= deadline:
+            return answer, False
+        await asyncio.sleep(POLL_S)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; 400 VALIDATION_ERROR for anything else."""
+    try:
+        data: Any = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise validation_error([{"loc": ("body",), "msg": "the body must be a JSON object"}])
+    return data
+
+
+def _get_note(backends: Backends, settings: GatewaySettings, tenant_id: str, note_id: str) -> Callable[[], Awaitable[query_pb2.GetNoteResponse]]:
+    return lambda: backends.query.GetNote(
+        query_pb2.GetNoteRequest(tenant_id=tenant_id, note_id=note_id), timeout=settings.rpc_timeout_s
+    )
 
 
 class RetryRequest(BaseModel):
@@ -128,19 +162,17 @@ async def _retry(request: Request, backends: Backends, settings: GatewaySettings
 
 async def _await_attempt(backends: Backends, settings: GatewaySettings, tenant_id: str, note_id: str, attempt: int) -> None:
     """Wait (bounded) until the read model shows the new run, so a status poll says processing."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READ_YOUR_WRITES_S
-    while loop.time() < deadline:
-        try:
-            status = await backends.query.GetNoteStatus(
+    try:
+        _, shown = await _await_read_model(
+            lambda: backends.query.GetNoteStatus(
                 query_pb2.GetNoteStatusRequest(tenant_id=tenant_id, note_id=note_id), timeout=settings.rpc_timeout_s
-            )
-        except grpc.aio.AioRpcError:
-            return  # the retry is accepted; reads will catch up
-        if status.attempt >= attempt:
-            return
-        await asyncio.sleep(POLL_S)
-    log.warning("retry: the read model did not show the new run in time")
+            ),
+            lambda status: status.attempt >= attempt,
+        )
+    except grpc.aio.AioRpcError:
+        return  # the retry is accepted; reads will catch up
+    if not shown:
+        log.warning("retry: the read model did not show the new run in time")
 
 
 @router.post(
@@ -292,13 +324,7 @@ async def update_section(
 
 def _section_update(body: bytes) -> SectionUpdate:
     try:
-        data: Any = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise validation_error([{"loc": ("body",), "msg": "the body must be a JSON object"}]) from None
-    if not isinstance(data, dict):
-        raise validation_error([{"loc": ("body",), "msg": "the body must be a JSON object"}])
-    try:
-        update = SectionUpdate.model_validate(data)
+        update = SectionUpdate.model_validate(_json_object(body))
     except ValidationError as exc:
         raise validation_error(exc.errors()) from None
     try:
@@ -326,19 +352,15 @@ async def _await_section(
     backends: Backends, settings: GatewaySettings, tenant_id: str, note_id: str, section_id: str, version: int
 ) -> None:
     """Wait (bounded) until the read model shows this version of the section."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READ_YOUR_WRITES_S
-    while loop.time() < deadline:
-        try:
-            response = await backends.query.GetNote(
-                query_pb2.GetNoteRequest(tenant_id=tenant_id, note_id=note_id), timeout=settings.rpc_timeout_s
-            )
-        except grpc.aio.AioRpcError:
-            return
-        if any(s.id == section_id and s.version >= version for s in response.note.sections):
-            return
-        await asyncio.sleep(POLL_S)
-    log.warning("section edit: the read model did not show it in time")
+    try:
+        _, shown = await _await_read_model(
+            _get_note(backends, settings, tenant_id, note_id),
+            lambda response: any(s.id == section_id and s.version >= version for s in response.note.sections),
+        )
+    except grpc.aio.AioRpcError:
+        return
+    if not shown:
+        log.warning("section edit: the read model did not show it in time")
 
 
 # -- regeneration ------------------------------------------------------------------------------
@@ -414,13 +436,7 @@ def _regenerate_body(body: bytes) -> RegenerateRequest:
     if not body.strip():
         return RegenerateRequest()
     try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise validation_error([{"loc": ("body",), "msg": "the body must be a JSON object"}]) from None
-    if not isinstance(data, dict):
-        raise validation_error([{"loc": ("body",), "msg": "the body must be a JSON object"}])
-    try:
-        return RegenerateRequest.model_validate(data)
+        return RegenerateRequest.model_validate(_json_object(body))
     except ValidationError as exc:
         raise validation_error(exc.errors()) from None
 
@@ -429,12 +445,7 @@ async def _await_revision(
     backends: Backends, settings: GatewaySettings, tenant_id: str, note_id: str, revision: int
 ) -> query_pb2.NoteView:
     """The note once the read model shows ``revision`` (or as it is at the deadline)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READ_YOUR_WRITES_S
-    while True:
-        response = await backends.query.GetNote(
-            query_pb2.GetNoteRequest(tenant_id=tenant_id, note_id=note_id), timeout=settings.rpc_timeout_s
-        )
-        if response.note.revision >= revision or loop.time() >= deadline:
-            return response.note
-        await asyncio.sleep(POLL_S)
+    response, _ = await _await_read_model(
+        _get_note(backends, settings, tenant_id, note_id), lambda response: response.note.revision >= revision
+    )
+    return response.note

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from services.notegen.domain.generator import GeneratedNote, GeneratedSection, TranscriptSegment
+from services.notegen.domain.numbers import find_numbers, fold
 from services.notegen.domain.sections import SECTION_LABELS, title_for
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,6 @@ class LlmConfig:
     api_key: str | None = None
     timeout_s: float = 60.0
     temperature: float = 0.0
-
-
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
 def note_schema() -> dict[str, Any]:
@@ -173,7 +168,7 @@ class LlmGenerator:
     def _verify(
         self, answer: dict[str, Any], segments: Sequence[TranscriptSegment], language: str
     ) -> list[GeneratedSection]:
-        folded_lines = [_fold(segment.text) for segment in segments]
+        folded_lines = [fold(segment.text) for segment in segments]
         kept: dict[str, tuple[list[str], set[int]]] = {}
         dropped = 0
         for section in answer["sections"]:
@@ -218,7 +213,7 @@ def supported(sentence: str, cited_lines: Sequence[str]) -> bool:
         value = number.replace(",", ".")
         if value not in source_numbers and value not in spoken:
             return False
-    words = [word for word in _WORD.findall(_fold(sentence)) if len(word) >= 4 and word not in _STOP
+    words = [word for word in _WORD.findall(fold(sentence)) if len(word) >= 4 and word not in _STOP
              and not word.isdigit()]
     if not words:
         return True
@@ -229,21 +224,9 @@ def supported(sentence: str, cited_lines: Sequence[str]) -> bool:
 
 
 def _spoken_numbers(folded: str) -> set[str]:
-    """Numbers said in words in ``folded`` text, as digit strings (via the rules generator's parser
-    when it offers one)."""
-    try:
-        from services.notegen.domain import numbers  # the spoken-number parser, when present
-    except ImportError:  # pragma: no cover - older generator without it
-        return set()
-    finder = getattr(numbers, "find_numbers", None)
-    if finder is None:
-        return set()
+    """Numbers said in words in ``folded`` text, as digit strings."""
     found: set[str] = set()
-    for value in finder(folded):
-        number = getattr(value, "value", value)
-        try:
-            as_float = float(number)
-        except (TypeError, ValueError):
-            continue
-        found.add(str(int(as_float)) if as_float.is_integer() else repr(as_float))
+    for number in find_numbers(folded):
+        value = float(number.value)
+        found.add(str(int(value)) if value.is_integer() else repr(value))
     return found
