@@ -33,19 +33,30 @@ from common.outbox import Outbox
 from scribe.events.v1 import events_pb2 as ev
 from scribe.types.v1 import types_pb2 as types
 from services.transcription.config import TranscriptionSettings
-from services.transcription.engine import NoSpeechError, Segment, TranscriptionCancelled, WhisperEngine
+from services.transcription.engine import (
+    NoSpeechError,
+    Segment,
+    TranscriptionCancelled,
+    TranscriptResult,
+    WhisperEngine,
+)
 from services.transcription.models import JobRow
 
 log = logging.getLogger(__name__)
 
 
 def segment_to_dict(segment: Segment) -> dict:
+    """A segment as stored in the job row (JSON). ``confidence`` is exp(mean token log-probability)."""
     return {
         "start_ms": segment.start_ms,
         "end_ms": segment.end_ms,
         "text": segment.text,
-        "speaker": "unspecified",
+        "speaker": segment.speaker or "unspecified",
         "confidence": round(math.exp(segment.avg_logprob), 4) if segment.avg_logprob is not None else 0.0,
+        "words": [
+            {"start_ms": w.start_ms, "end_ms": w.end_ms, "text": w.text, "probability": w.probability}
+            for w in segment.words
+        ],
     }
 
 
@@ -59,6 +70,11 @@ def segment_to_proto(segment: dict) -> types.TranscriptSegment:
         text=segment["text"],
         speaker=_SPEAKERS.get(segment.get("speaker", ""), types.SPEAKER_UNSPECIFIED),
         confidence=segment.get("confidence", 0.0),
+        # Rows stored before word timestamps have no "words".
+        words=[
+            types.Word(start_ms=w["start_ms"], end_ms=w["end_ms"], text=w["text"], probability=w["probability"])
+            for w in segment.get("words", ())
+        ],
     )
 
 
@@ -82,7 +98,8 @@ class TranscriptionHandlers:
         self.session_maker = session_maker
         self.outbox = outbox
         self.blobs = blobs
-        self.engine = engine
+        # The model as loaded, decoding as these settings say (batch size, VAD, guards, languages).
+        self.engine = engine.with_options(**settings.decode_options())
         self.worker_id = f"{settings.service_name}-{uuid.uuid4().hex[:12]}"
         self.concurrency = settings.num_workers
         self._skip_locked = not is_sqlite(database_url)
@@ -90,6 +107,7 @@ class TranscriptionHandlers:
         self._changed = asyncio.Condition()
         self._stopping = False
         self._workers: list[asyncio.Task] = []
+        self._progress: dict[str, float] = {}
 
     # -- events -----------------------------------------------------------------------------
 
@@ -235,12 +253,14 @@ class TranscriptionHandlers:
             except BlobNotFound:
                 await self._finish_failed(job, "AUDIO_MISSING", "The note's audio is no longer in the blob store")
                 return
+            self._progress[job.run_id] = 0.0
             result = await asyncio.to_thread(
                 self.engine.transcribe,
                 Path(path),
                 job.language_hint or None,
                 None,
                 lambda: self._stopping,
+                on_progress=lambda done: self._on_progress(job.run_id, done),
             )
         except TranscriptionCancelled:
             await self._hand_back(job)
@@ -258,6 +278,7 @@ class TranscriptionHandlers:
                 await self._hand_back(job)
             return
         finally:
+            self._progress.pop(job.run_id, None)
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
@@ -274,6 +295,15 @@ class TranscriptionHandlers:
             row.lease_until = None
             await self._announce_completed(session, row)
         log.info("transcribed", extra={"segments": len(result.segments), "language": result.language})
+
+    def _on_progress(self, run_id: str, done: float) -> None:
+        """Called from the worker thread at the end of every chunk of audio."""
+        self._progress[run_id] = done
+        log.info("transcription progress", extra={"progress": round(done, 3)})
+
+    def progress(self, run_id: str) -> float | None:
+        """Share of a running job's audio transcribed so far; None when no worker here runs it."""
+        return self._progress.get(run_id)
 
     async def _renew_lease(self, run_id: str) -> None:
         interval = self.settings.job_lease_s / 3
@@ -358,7 +388,13 @@ class TranscriptionHandlers:
         return self._run_ref(job), transcript_proto(job)
 
     def transcribe_direct(
-        self, path: Path, language: str | None, on_segment: Callable[[Segment, float], None], should_stop
-    ):
+        self,
+        path: Path,
+        language: str | None,
+        on_segment: Callable[[Segment, float], None],
+        should_stop: Callable[[], bool],
+        on_info: Callable[[str, float, int], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> TranscriptResult:
         """Blocking: used by the Transcribe RPC in a worker thread."""
-        return self.engine.transcribe(path, language, on_segment, should_stop)
+        return self.engine.transcribe(path, language, on_segment, should_stop, on_info, on_progress=on_progress)

@@ -14,7 +14,7 @@ from common.blobstore import BlobNotFound, BlobStore
 from common.grpc_errors import ServiceError, abort
 from scribe.transcription.v1 import transcription_pb2 as pb
 from scribe.transcription.v1 import transcription_pb2_grpc
-from services.transcription.engine import NoSpeechError, Segment, UnsupportedLanguageError
+from services.transcription.engine import InvalidAudioError, NoSpeechError, Segment, UnsupportedLanguageError
 from services.transcription.handlers import TranscriptionHandlers, segment_to_dict, segment_to_proto
 
 _DONE = object()
@@ -27,7 +27,8 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
         self.max_audio_bytes = max_audio_bytes
 
     async def Transcribe(self, request: pb.TranscribeRequest, context):
-        """Stream the info, then each segment as the model decodes it."""
+        """Stream the info, then each segment as the model decodes it (with its words and the share of
+        the audio done), plus a progress-only message at the end of every chunk of audio."""
         source = request.WhichOneof("source")
         staged: Path | None = None
         try:
@@ -56,19 +57,30 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
                 info = pb.TranscriptionInfo(language=language, language_probability=probability, duration_ms=duration_ms)
                 loop.call_soon_threadsafe(queue.put_nowait, pb.TranscribeResponse(info=info))
 
+            last_progress = 0.0
+
             def on_segment(segment: Segment, progress: float) -> None:
+                nonlocal last_progress
+                last_progress = progress
                 item = pb.TranscribeResponse(segment=segment_to_proto(segment_to_dict(segment)), progress=progress)
                 loop.call_soon_threadsafe(queue.put_nowait, item)
+
+            def on_progress(progress: float) -> None:
+                nonlocal last_progress
+                if progress > last_progress:  # the last segment may have said as much already
+                    last_progress = progress
+                    loop.call_soon_threadsafe(queue.put_nowait, pb.TranscribeResponse(progress=progress))
 
             async def run() -> None:
                 try:
                     await asyncio.to_thread(
-                        self.handlers.engine.transcribe,
+                        self.handlers.transcribe_direct,
                         path,
                         request.language_hint or None,
                         on_segment,
                         lambda: cancelled or context.cancelled(),
                         on_info,
+                        on_progress,
                     )
                 finally:
                     queue.put_nowait(_DONE)
@@ -84,7 +96,7 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
                     await task
         except NoSpeechError:
             await abort(context, ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "NO_SPEECH", "No speech was found"))
-        except av.error.FFmpegError:
+        except (av.error.FFmpegError, InvalidAudioError):
             await abort(
                 context,
                 ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_AUDIO_FORMAT", "The audio does not decode"),

@@ -21,7 +21,7 @@ from services.transcription.config import TranscriptionSettings
 from services.transcription.models import JobRow
 from services.transcription.server import build_service, load_engine
 from tests.support.events import collect, publish
-from tests.support.speech import make_silence, synthesize
+from tests.support.speech import make_silence, make_white_noise, synthesize
 
 pytestmark = pytest.mark.model
 
@@ -74,6 +74,13 @@ async def test_ingested_audio_is_transcribed_once(transcription, broker, topic_p
     text = " ".join(s.text for s in transcript.segments).lower()
     assert "dog" in text and "fever" in text
     assert all(0 <= s.start_ms <= s.end_ms <= transcript.duration_ms for s in transcript.segments)
+    # Word timestamps and a per-segment confidence (exp of the mean token log-probability).
+    for segment in transcript.segments:
+        assert 0 < segment.confidence <= 1
+        assert segment.words and " ".join(w.text for w in segment.words) == segment.text
+        assert all(segment.start_ms <= w.start_ms <= w.end_ms <= segment.end_ms for w in segment.words)
+        assert all(0 <= w.probability <= 1 for w in segment.words)
+    assert "fever" in [w.text.strip(",.").lower() for s in transcript.segments for w in s.words]
 
     # A re-driven event (new id, same run) answers with the stored transcript, no second job.
     await publish(broker, topic_prefix, event, tenant_id="t1", note_id=note_id)
@@ -83,24 +90,39 @@ async def test_ingested_audio_is_transcribed_once(transcription, broker, topic_p
         assert await session.scalar(select(func.count()).select_from(JobRow)) == 1
 
 
-async def test_silence_fails_with_no_speech(transcription, broker, topic_prefix, tmp_path):
-    _, _, settings = transcription
+@pytest.mark.parametrize("make", [make_silence, make_white_noise])
+async def test_a_minute_of_silence_or_noise_fails_with_no_speech(transcription, broker, topic_prefix, make):
+    service, _, settings = transcription
     blob_key = "t1/silent/audio.wav"
     target = settings.resolved_blob_dir() / blob_key
     target.parent.mkdir(parents=True)
-    make_silence(target, 3)
-    await publish(broker, topic_prefix, ingested(blob_key), tenant_id="t1", note_id=str(uuid.uuid4()))
+    make(target, 60)
+    event = ingested(blob_key, language="")
+    await publish(broker, topic_prefix, event, tenant_id="t1", note_id=str(uuid.uuid4()))
     failed = await collect(broker, topic_prefix, ev.TranscriptionFailed, at_least=1)
     assert failed[0].payload.failure.code == "NO_SPEECH"
+    # Nothing invented: no transcript announced, none stored.
+    assert await collect(broker, topic_prefix, ev.TranscriptionCompleted, at_least=1, timeout_s=2) == []
+    async with service.handlers.session_maker() as session:
+        job = await session.get(JobRow, event.run.run_id)
+    assert job.status == "failed" and job.segments == []
 
 
 async def test_transcribe_rpc_streams_info_then_segments(transcription, speech):
     _, stub, _ = transcription
     items = [item async for item in stub.Transcribe(pb.TranscribeRequest(audio=speech.read_bytes(), language_hint="en"))]
     assert items[0].WhichOneof("item") == "info" and items[0].info.language == "en"
-    segments = [i.segment for i in items[1:]]
+    # Segments as they are decoded, and a progress-only message at the end of each chunk of audio.
+    assert {i.WhichOneof("item") for i in items[1:]} <= {"segment", None}
+    segments = [i.segment for i in items[1:] if i.HasField("segment")]
     assert segments and "dog" in " ".join(s.text for s in segments).lower()
-    assert items[-1].progress == pytest.approx(1.0, abs=0.15)
+    assert all(s.words for s in segments)
+    progress = [i.progress for i in items[1:]]
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
+
+    # Without a hint the language is detected.
+    items = [item async for item in stub.Transcribe(pb.TranscribeRequest(audio=speech.read_bytes()))]
+    assert items[0].info.language == "en" and items[0].info.language_probability > 0.5
 
     with pytest.raises(grpc.aio.AioRpcError) as rejected:
         async for _ in stub.Transcribe(pb.TranscribeRequest(audio=b"not audio at all" * 100)):
