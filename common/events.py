@@ -21,6 +21,7 @@ TOPIC_SUFFIXES: dict[type[Message], str] = {
     ev.AudioIngested: "audio.ingested",
     ev.TranscriptionRequested: "transcription.requested",
     ev.TranscriptionStarted: "transcription.started",
+    ev.TranscriptionProgress: "transcription.progress",
     ev.TranscriptionCompleted: "transcription.completed",
     ev.TranscriptionFailed: "transcription.failed",
     ev.NoteGenerated: "note.generated",

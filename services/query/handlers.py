@@ -53,6 +53,7 @@ _STAGE_BY_EVENT: dict[type[Message], int] = {
     ev.AudioIngested: STAGE_INGESTED,
     ev.TranscriptionRequested: STAGE_PROCESSING,
     ev.TranscriptionStarted: STAGE_PROCESSING,
+    ev.TranscriptionProgress: STAGE_PROCESSING,
     ev.TranscriptionCompleted: STAGE_TRANSCRIBED,
     ev.TranscriptionFailed: STAGE_TERMINAL,
     ev.NoteGenerated: STAGE_TERMINAL,
@@ -63,6 +64,7 @@ _STATUS_BY_EVENT: dict[type[Message], str] = {
     # A retry: the note is processing from the moment it is accepted (seed 000).
     ev.TranscriptionRequested: "processing",
     ev.TranscriptionStarted: "processing",
+    ev.TranscriptionProgress: "processing",
     ev.TranscriptionCompleted: "processing",
     ev.TranscriptionFailed: "failed",
     ev.NoteGenerated: "completed",
@@ -235,6 +237,10 @@ def _apply_run_event(row: NoteRow, payload: Message) -> None:
             row.language = _clip(payload.transcript.language, 16)
         if payload.transcript.duration_ms > 0:
             row.duration_ms = payload.transcript.duration_ms
+    elif isinstance(payload, ev.TranscriptionProgress):
+        # Progress events come on their own topic, so they may arrive after the completion.
+        if row.stage <= STAGE_PROCESSING:
+            row.progress = max(row.progress or 0.0, min(max(payload.progress, 0.0), 1.0))
     elif isinstance(payload, ev.NoteSectionUpdated):
         # Not a step of the run: only the section changes, never the status.
         row.sections = _merge_sections(row.sections, _sections_json([payload.section]))
@@ -271,7 +277,7 @@ def _apply_run_event(row: NoteRow, payload: Message) -> None:
 
 def merge_event(row: NoteRow, payload: Message, occurred_at: dt.datetime) -> None:
     """Fold one event into a note's row; the same event any number of times gives the same row."""
-    if occurred_at > row.updated_at:
+    if occurred_at > row.updated_at and not isinstance(payload, ev.TranscriptionProgress):
         row.updated_at = occurred_at
     if isinstance(payload, (ev.AudioIngested, ev.TranscriptionRequested)):
         _fill_note_facts(row, payload)

@@ -96,6 +96,19 @@ class TranscriptionSettings(ServiceSettings):
     language_windows: int = Field(
         default=5, ge=1, le=20, description="30 s windows of speech, spread over the audio, that detection hears."
     )
+    diarization: bool = Field(
+        default=True, description="Label speakers doctor/patient (voice encoder + roles); off: all unspecified."
+    )
+    diarization_weights_dir: Path | None = Field(
+        default=None, description="Where the voice encoder's converted weights are cached; default <data_dir>/models."
+    )
+    diarization_threshold: float = Field(
+        default=0.3, gt=0, lt=2, description="Cosine distance under which two voices are one speaker."
+    )
+    max_speakers: int = Field(default=6, ge=1, le=20, description="At most this many speakers in a recording.")
+    progress_interval_s: float = Field(
+        default=5.0, gt=0, description="A running job publishes its progress at most this often."
+    )
     max_rpc_audio_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1, description="Largest audio accepted by the Transcribe RPC."
     )
@@ -113,6 +126,9 @@ class TranscriptionSettings(ServiceSettings):
     @classmethod
     def _lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(code.lower() for code in value)
+
+    def resolved_diarization_weights_dir(self) -> Path:
+        return (self.diarization_weights_dir or self.data_dir / "models").resolve()
 
     def decode_options(self) -> dict[str, Any]:
         """The ``EngineConfig`` fields read at every transcription (``WhisperEngine.with_options``)."""

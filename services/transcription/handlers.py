@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,7 @@ from common.outbox import Outbox
 from scribe.events.v1 import events_pb2 as ev
 from scribe.types.v1 import types_pb2 as types
 from services.transcription.config import TranscriptionSettings
+from services.transcription.diarization import UNSPECIFIED, Diarizer
 from services.transcription.engine import (
     NoSpeechError,
     Segment,
@@ -93,6 +96,7 @@ class TranscriptionHandlers:
         blobs: BlobStore,
         engine: WhisperEngine,
         database_url: str,
+        diarizers: Callable[[], Diarizer] | None = None,
     ) -> None:
         self.settings = settings
         self.session_maker = session_maker
@@ -100,6 +104,8 @@ class TranscriptionHandlers:
         self.blobs = blobs
         # The model as loaded, decoding as these settings say (batch size, VAD, guards, languages).
         self.engine = engine.with_options(**settings.decode_options())
+        # A fresh Diarizer per transcription (sharing one voice encoder); None: no speaker roles.
+        self.diarizers = diarizers
         self.worker_id = f"{settings.service_name}-{uuid.uuid4().hex[:12]}"
         self.concurrency = settings.num_workers
         self._skip_locked = not is_sqlite(database_url)
@@ -254,13 +260,23 @@ class TranscriptionHandlers:
                 await self._finish_failed(job, "AUDIO_MISSING", "The note's audio is no longer in the blob store")
                 return
             self._progress[job.run_id] = 0.0
+            loop = asyncio.get_running_loop()
+            reporter = _ProgressReporter(
+                self.settings.progress_interval_s,
+                lambda value: asyncio.run_coroutine_threadsafe(self._publish_progress(job, value), loop),
+            )
+
+            def on_progress(done: float) -> None:
+                self._progress[job.run_id] = done
+                reporter.report(done)
+
             result = await asyncio.to_thread(
-                self.engine.transcribe,
+                self._transcribe,
                 Path(path),
                 job.language_hint or None,
-                None,
+                lambda segment, done: on_progress(done),
                 lambda: self._stopping,
-                on_progress=lambda done: self._on_progress(job.run_id, done),
+                on_progress=on_progress,
             )
         except TranscriptionCancelled:
             await self._hand_back(job)
@@ -296,10 +312,65 @@ class TranscriptionHandlers:
             await self._announce_completed(session, row)
         log.info("transcribed", extra={"segments": len(result.segments), "language": result.language})
 
-    def _on_progress(self, run_id: str, done: float) -> None:
-        """Called from the worker thread at the end of every chunk of audio."""
-        self._progress[run_id] = done
-        log.info("transcription progress", extra={"progress": round(done, 3)})
+    def _transcribe(
+        self,
+        path: Path,
+        language: str | None,
+        on_segment: Callable[[Segment, float], None] | None,
+        should_stop: Callable[[], bool],
+        on_info: Callable[[str, float, int], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> TranscriptResult:
+        """Blocking (a worker thread): the engine, plus speaker roles from a diarizer of its own."""
+        diarizer = self.diarizers() if self.diarizers is not None else None
+        if diarizer is None:
+            return self.engine.transcribe(path, language, on_segment, should_stop, on_info, on_progress=on_progress)
+
+        def assign_speakers(segments: list[Segment], language: str) -> list[Segment]:
+            try:
+                return diarizer.finish(language)
+            except Exception:
+                # Who spoke is worth less than what was said: keep the transcript, roles unknown.
+                log.exception("diarization failed; speakers left unspecified")
+                return [dataclasses.replace(s, speaker=UNSPECIFIED) for s in segments]
+
+        started = time.perf_counter()
+        result = self.engine.transcribe(
+            path, language, on_segment, should_stop, on_info,
+            on_chunk=diarizer.add, postprocess=assign_speakers, on_progress=on_progress,
+        )  # fmt: skip
+        log.info(
+            "speakers assigned",
+            extra={
+                "speakers": diarizer.stats.speakers,
+                "embed_s": round(diarizer.stats.embed_seconds, 2),
+                "total_s": round(time.perf_counter() - started, 2),
+            },
+        )
+        return result
+
+    async def _publish_progress(self, job: JobRow, progress: float) -> None:
+        """``TranscriptionProgress`` for the query service, while we still own the job."""
+        try:
+            async with self.session_maker() as session, session.begin():
+                row = await session.get(JobRow, job.run_id)
+                if row is None or row.owner != self.worker_id or row.status != "running":
+                    return
+                duration_ms = row.audio_duration_ms or 0
+                await self.outbox.enqueue(
+                    session,
+                    ev.TranscriptionProgress(
+                        run=self._run_ref(row),
+                        progress=progress,
+                        audio_done_ms=round(progress * duration_ms),
+                        duration_ms=duration_ms,
+                    ),
+                    tenant_id=row.tenant_id,
+                    note_id=row.note_id,
+                )
+            log.info("transcription progress", extra={"progress": round(progress, 3)})
+        except Exception:
+            log.warning("could not publish progress", exc_info=True)
 
     def progress(self, run_id: str) -> float | None:
         """Share of a running job's audio transcribed so far; None when no worker here runs it."""
@@ -397,4 +468,22 @@ class TranscriptionHandlers:
         on_progress: Callable[[float], None] | None = None,
     ) -> TranscriptResult:
         """Blocking: used by the Transcribe RPC in a worker thread."""
-        return self.engine.transcribe(path, language, on_segment, should_stop, on_info, on_progress=on_progress)
+        return self._transcribe(path, language, on_segment, should_stop, on_info, on_progress)
+
+
+class _ProgressReporter:
+    """Passes a running job's progress on at most every ``interval_s`` seconds (and not 100 %:
+    the completion says that)."""
+
+    def __init__(self, interval_s: float, publish: Callable[[float], object]) -> None:
+        self.interval_s = interval_s
+        self.publish = publish
+        self.last_at = time.monotonic()
+        self.last_value = 0.0
+
+    def report(self, value: float) -> None:
+        now = time.monotonic()
+        if value >= 1.0 or value <= self.last_value or now - self.last_at < self.interval_s:
+            return
+        self.last_at, self.last_value = now, value
+        self.publish(round(value, 4))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from common.service import ServiceCore, serve
 from scribe.transcription.v1 import transcription_pb2, transcription_pb2_grpc
 from services.transcription.config import TranscriptionSettings
 from services.transcription.consumer import build_consumer
-from services.transcription.engine import EngineConfig, WhisperEngine
+from services.transcription.diarization import Diarizer, load_encoder
+from services.transcription.engine import WhisperEngine
 from services.transcription.handlers import TranscriptionHandlers
 from services.transcription.model import resolve_model_dir
 from services.transcription.models import MESSAGING
@@ -34,19 +36,21 @@ class TranscriptionService:
 
 def load_engine(settings: TranscriptionSettings) -> WhisperEngine:
     """Assemble or locate the model folder and load it (blocking; warms the model up)."""
-    model_dir = resolve_model_dir(settings.model_dir, settings.data_dir)
-    engine = WhisperEngine(
-        EngineConfig(
-            model_dir=model_dir,
-            device=settings.device,
-            compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-            num_workers=settings.num_workers,
-            beam_size=settings.beam_size,
-        )
-    )
+    engine = WhisperEngine(settings.engine_config(resolve_model_dir(settings.model_dir, settings.data_dir)))
     engine.load()
     return engine
+
+
+def diarizer_factory(settings: TranscriptionSettings) -> Callable[[], Diarizer] | None:
+    """A new Diarizer per transcription, all sharing one voice encoder loaded here (blocking);
+    None when diarization is off. Missing or corrupt encoder weights stop the start-up."""
+    if not settings.diarization:
+        return None
+    weights_dir = settings.resolved_diarization_weights_dir()
+    encoder = load_encoder(weights_dir)
+    return lambda: Diarizer(
+        weights_dir, encoder=encoder, threshold=settings.diarization_threshold, max_speakers=settings.max_speakers
+    )
 
 
 async def build_service(
@@ -56,9 +60,10 @@ async def build_service(
     core = await ServiceCore.open(settings, grpc_service=SERVICE_NAME, migrations=MIGRATIONS, tables=MESSAGING)
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
+    diarizers = await asyncio.to_thread(diarizer_factory, settings)
     blobs = blobs or LocalBlobStore(settings.resolved_blob_dir())
     handlers = TranscriptionHandlers(
-        settings, core.session_maker, core.messaging.outbox, blobs, engine, core.database_url
+        settings, core.session_maker, core.messaging.outbox, blobs, engine, core.database_url, diarizers
     )
     recovered = await handlers.recover_orphans()
     if recovered:

@@ -13,6 +13,7 @@ import grpc
 from common.blobstore import BlobNotFound, BlobStore
 from common.grpc_errors import ServiceError, abort
 from scribe.transcription.v1 import transcription_pb2 as pb
+from scribe.types.v1 import types_pb2 as types
 from scribe.transcription.v1 import transcription_pb2_grpc
 from services.transcription.engine import InvalidAudioError, NoSpeechError, Segment, UnsupportedLanguageError
 from services.transcription.handlers import TranscriptionHandlers, segment_to_dict, segment_to_proto
@@ -28,7 +29,8 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
 
     async def Transcribe(self, request: pb.TranscribeRequest, context):
         """Stream the info, then each segment as the model decodes it (with its words and the share of
-        the audio done), plus a progress-only message at the end of every chunk of audio."""
+        the audio done), plus a progress-only message at the end of every chunk of audio, and last
+        the whole transcript with speaker roles."""
         source = request.WhichOneof("source")
         staged: Path | None = None
         try:
@@ -73,7 +75,7 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
 
             async def run() -> None:
                 try:
-                    await asyncio.to_thread(
+                    result = await asyncio.to_thread(
                         self.handlers.transcribe_direct,
                         path,
                         request.language_hint or None,
@@ -82,6 +84,12 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
                         on_info,
                         on_progress,
                     )
+                    transcript = types.Transcript(
+                        language=result.language,
+                        duration_ms=result.duration_ms,
+                        segments=[segment_to_proto(segment_to_dict(s)) for s in result.segments],
+                    )
+                    queue.put_nowait(pb.TranscribeResponse(transcript=transcript, progress=1.0))
                 finally:
                     queue.put_nowait(_DONE)
 

@@ -11,6 +11,7 @@ import datetime as dt
 import itertools
 import uuid
 
+import pytest
 from google.protobuf.message import Message
 
 from common.events import new_envelope, timestamp
@@ -191,3 +192,30 @@ def test_an_older_section_version_never_replaces_a_newer_one():
 def test_an_edit_of_a_superseded_run_is_ignored():
     result = _project(_timed(_ingested(1), _generated_v(1, 1, "A"), _requested(2), _edited(1, 2, "B")))
     assert result["status"] == "processing" and result["sections"] is None
+
+
+def _progress(value: float, attempt: int = 1) -> ev.TranscriptionProgress:
+    return ev.TranscriptionProgress(run=_run(attempt), progress=value, audio_done_ms=round(value * 61_000),
+                                    duration_ms=61_000)
+
+
+def test_progress_shows_while_processing_and_never_goes_back():
+    row = _project(_timed(_ingested(), _started(), _progress(0.25), _progress(0.6)))
+    assert row["status"] == "processing" and row["progress"] == pytest.approx(0.6, abs=1e-6)
+    # A late, lower value (its own topic: any order) does not move it back, nor does it touch updated_at.
+    late = _project(_timed(_ingested(), _started(), _progress(0.6)) + [(_progress(0.25), CREATED + dt.timedelta(hours=1))])
+    assert late["progress"] == pytest.approx(0.6, abs=1e-6) and late["updated_at"] == CREATED + dt.timedelta(minutes=1)
+    # Progress before TranscriptionStarted says it started.
+    assert _project(_timed(_ingested(), _progress(0.3)))["status"] == "processing"
+
+
+def test_progress_arriving_after_the_end_changes_nothing():
+    finished = _timed(_ingested(), _started(), _transcribed(), _generated())
+    for position in range(len(finished) + 1):
+        events = list(finished)
+        events.insert(position, (_progress(0.4), CREATED + dt.timedelta(seconds=90)))
+        row = _project(events)
+        assert row["status"] == "completed" and row["progress"] == 1.0
+    # A superseded run's progress does not show on the retry's row.
+    row = _project(_timed(_ingested(), _ingested(2), _started(2), _progress(0.9, attempt=1)))
+    assert row["attempt"] == 2 and row["progress"] == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+import wave
 from pathlib import Path
 
 import grpc
@@ -21,7 +22,7 @@ from services.transcription.config import TranscriptionSettings
 from services.transcription.models import JobRow
 from services.transcription.server import build_service, load_engine
 from tests.support.events import collect, publish
-from tests.support.speech import make_silence, make_white_noise, synthesize
+from tests.support.speech import concat_wavs, make_silence, make_white_noise, synthesize
 
 pytestmark = pytest.mark.model
 
@@ -37,10 +38,45 @@ def speech(tmp_path_factory) -> Path:
                       tmp_path_factory.mktemp("speech") / "speech.wav")
 
 
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory) -> Path:
+    """One cache of the voice encoder's converted weights for the module's services."""
+    return tmp_path_factory.mktemp("voice-encoder")
+
+
+@pytest.fixture(scope="module")
+def consultation(tmp_path_factory) -> tuple[Path, list[tuple[str, int, int]]]:
+    """A vet (female voice) and an owner (male voice) taking turns: (wav, [(role, start_ms, end_ms)])."""
+    folder = tmp_path_factory.mktemp("consultation")
+    turns = [
+        ("doctor", "Good morning. What brings you and Max in today?"),
+        ("patient", "Hi doctor. He has been limping on his back leg since yesterday, and he cried when I touched it."),
+        ("doctor", "Let me examine the leg. His temperature is thirty eight point five degrees, and he weighs "
+                   "twenty kilos."),
+        ("patient", "Is it serious? He jumped off the sofa on Sunday, and he has not eaten much since then."),
+        ("doctor", "It looks like a sprain. I will prescribe an anti inflammatory, one tablet by mouth once a day "
+                   "for five days. Come back in one week if he is still limping."),
+        ("patient", "Okay, once a day for five days. Thank you, doctor."),
+    ]  # fmt: skip
+    voices = {"doctor": ("en-us+f3", 155), "patient": ("en-us+m3", 162)}
+    gap_ms = 600
+    paths, spans, at = [], [], 0
+    for i, (role, text) in enumerate(turns):
+        voice, wpm = voices[role]
+        path = synthesize(text, "en", folder / f"turn{i}.wav", voice=voice, speed_wpm=wpm)
+        with wave.open(str(path), "rb") as w:
+            length_ms = w.getnframes() * 1000 // w.getframerate()
+        spans.append((role, at, at + length_ms))
+        at += length_ms + gap_ms
+        paths.append(path)
+    return concat_wavs(paths, folder / "consultation.wav", gap_ms=gap_ms), spans
+
+
 @pytest.fixture
-async def transcription(tmp_path, broker, database_url, topic_prefix, engine):
+async def transcription(tmp_path, broker, database_url, topic_prefix, engine, weights_dir):
     settings = TranscriptionSettings(data_dir=tmp_path, database_url=database_url, kafka_bootstrap=broker,
-                                     topic_prefix=topic_prefix, shutdown_grace_s=5)
+                                     topic_prefix=topic_prefix, shutdown_grace_s=5,
+                                     diarization_weights_dir=weights_dir, progress_interval_s=0.2)
     service = await build_service(settings, engine=engine)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.runtime.port}")
     yield service, transcription_pb2_grpc.TranscriptionServiceStub(channel), settings
@@ -90,6 +126,45 @@ async def test_ingested_audio_is_transcribed_once(transcription, broker, topic_p
         assert await session.scalar(select(func.count()).select_from(JobRow)) == 1
 
 
+async def test_a_consultation_gets_doctor_and_patient_roles_and_reports_progress(
+    transcription, broker, topic_prefix, consultation
+):
+    _, _, settings = transcription
+    audio, turns = consultation
+    blob_key = "t1/consultation/audio.wav"
+    target = settings.resolved_blob_dir() / blob_key
+    target.parent.mkdir(parents=True)
+    shutil.copy(audio, target)
+    note_id = str(uuid.uuid4())
+    event = ingested(blob_key)
+    event.audio.duration_ms = turns[-1][2]
+    await publish(broker, topic_prefix, event, tenant_id="t1", note_id=note_id)
+
+    completed = await collect(broker, topic_prefix, ev.TranscriptionCompleted, at_least=1)
+    segments = completed[0].payload.transcript.segments
+    roles = {types.SPEAKER_DOCTOR: "doctor", types.SPEAKER_PATIENT: "patient"}
+    assert {s.speaker for s in segments} == set(roles)
+    # Each turn's speech time is mostly given to the right speaker.
+    for role, start, end in turns:
+        heard: dict[str, int] = {}
+        for s in segments:
+            overlap = min(end, s.end_ms) - max(start, s.start_ms)
+            if overlap > 0:
+                heard[roles.get(s.speaker, "unspecified")] = heard.get(roles.get(s.speaker, "unspecified"), 0) + overlap
+        assert max(heard, key=heard.get) == role, (role, start, end, heard)
+    # A segment is cut where the speaker changes: none holds more than a second of two speakers'
+    # turns (Whisper's segment and word times may start a few hundred ms early).
+    for s in segments:
+        assert len({role for role, start, end in turns if min(end, s.end_ms) - max(start, s.start_ms) > 1000}) <= 1
+
+    # Progress while it ran: more than 0, less than 1, never decreasing, about this run.
+    progress = await collect(broker, topic_prefix, ev.TranscriptionProgress, at_least=1, timeout_s=5)
+    values = [p.payload.progress for p in progress]
+    assert values and all(0 < v < 1 for v in values) and values == sorted(values)
+    assert all(p.payload.run.run_id == event.run.run_id and p.envelope.note_id == note_id for p in progress)
+    assert progress[-1].payload.duration_ms == turns[-1][2]
+
+
 @pytest.mark.parametrize("make", [make_silence, make_white_noise])
 async def test_a_minute_of_silence_or_noise_fails_with_no_speech(transcription, broker, topic_prefix, make):
     service, _, settings = transcription
@@ -112,8 +187,13 @@ async def test_transcribe_rpc_streams_info_then_segments(transcription, speech):
     _, stub, _ = transcription
     items = [item async for item in stub.Transcribe(pb.TranscribeRequest(audio=speech.read_bytes(), language_hint="en"))]
     assert items[0].WhichOneof("item") == "info" and items[0].info.language == "en"
-    # Segments as they are decoded, and a progress-only message at the end of each chunk of audio.
-    assert {i.WhichOneof("item") for i in items[1:]} <= {"segment", None}
+    # Segments as they are decoded, a progress-only message at the end of each chunk of audio, and
+    # last the whole transcript with speaker roles (one voice: all doctor).
+    assert {i.WhichOneof("item") for i in items[1:-1]} <= {"segment", None}
+    assert items[-1].WhichOneof("item") == "transcript"
+    final = items[-1].transcript
+    assert final.language == "en" and final.segments
+    assert {s.speaker for s in final.segments} == {types.SPEAKER_DOCTOR}
     segments = [i.segment for i in items[1:] if i.HasField("segment")]
     assert segments and "dog" in " ".join(s.text for s in segments).lower()
     assert all(s.words for s in segments)

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from scribe.types.v1 import types_pb2 as scribe_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dscribe/events/v1/events.proto\x12\x10scribe.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscribe/types/v1/types.proto\"\xc2\x02\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x0f\n\x07note_id\x18\x05 \x01(\t\x12H\n\rtrace_context\x18\x06 \x03(\x0b\x32\x31.scribe.events.v1.EventEnvelope.TraceContextEntry\x12%\n\x07payload\x18\x07 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x10\n\x08producer\x18\x08 \x01(\t\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\rAudioIngested\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.scribe.types.v1.AudioRef\x12\'\n\x04note\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd1\x01\n\x16TranscriptionRequested\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.scribe.types.v1.AudioRef\x12\'\n\x04note\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\"<\n\x14TranscriptionStarted\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\"o\n\x16TranscriptionCompleted\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12/\n\ntranscript\x18\x02 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\"f\n\x13TranscriptionFailed\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12)\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x18.scribe.types.v1.Failure\"\xc9\x01\n\rNoteGenerated\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x10\n\x08language\x18\x02 \x01(\t\x12.\n\x08sections\x18\x03 \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12\x11\n\tgenerator\x18\x04 \x01(\t\x12+\n\nstructured\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08revision\x18\x06 \x01(\x05\"g\n\x14NoteGenerationFailed\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12)\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x18.scribe.types.v1.Failure\"i\n\x12NoteSectionUpdated\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12-\n\x07section\x18\x02 \x01(\x0b\x32\x1c.scribe.types.v1.NoteSectionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dscribe/events/v1/events.proto\x12\x10scribe.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscribe/types/v1/types.proto\"\xc2\x02\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x0f\n\x07note_id\x18\x05 \x01(\t\x12H\n\rtrace_context\x18\x06 \x03(\x0b\x32\x31.scribe.events.v1.EventEnvelope.TraceContextEntry\x12%\n\x07payload\x18\x07 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x10\n\x08producer\x18\x08 \x01(\t\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\rAudioIngested\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.scribe.types.v1.AudioRef\x12\'\n\x04note\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd1\x01\n\x16TranscriptionRequested\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.scribe.types.v1.AudioRef\x12\'\n\x04note\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\"<\n\x14TranscriptionStarted\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\"{\n\x15TranscriptionProgress\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x10\n\x08progress\x18\x02 \x01(\x02\x12\x15\n\raudio_done_ms\x18\x03 \x01(\x03\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\"o\n\x16TranscriptionCompleted\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12/\n\ntranscript\x18\x02 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\"f\n\x13TranscriptionFailed\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12)\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x18.scribe.types.v1.Failure\"\xc9\x01\n\rNoteGenerated\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x10\n\x08language\x18\x02 \x01(\t\x12.\n\x08sections\x18\x03 \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12\x11\n\tgenerator\x18\x04 \x01(\t\x12+\n\nstructured\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08revision\x18\x06 \x01(\x05\"g\n\x14NoteGenerationFailed\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12)\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x18.scribe.types.v1.Failure\"i\n\x12NoteSectionUpdated\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12-\n\x07section\x18\x02 \x01(\x0b\x32\x1c.scribe.types.v1.NoteSectionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,14 +47,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSCRIPTIONREQUESTED']._serialized_end=892
   _globals['_TRANSCRIPTIONSTARTED']._serialized_start=894
   _globals['_TRANSCRIPTIONSTARTED']._serialized_end=954
-  _globals['_TRANSCRIPTIONCOMPLETED']._serialized_start=956
-  _globals['_TRANSCRIPTIONCOMPLETED']._serialized_end=1067
-  _globals['_TRANSCRIPTIONFAILED']._serialized_start=1069
-  _globals['_TRANSCRIPTIONFAILED']._serialized_end=1171
-  _globals['_NOTEGENERATED']._serialized_start=1174
-  _globals['_NOTEGENERATED']._serialized_end=1375
-  _globals['_NOTEGENERATIONFAILED']._serialized_start=1377
-  _globals['_NOTEGENERATIONFAILED']._serialized_end=1480
-  _globals['_NOTESECTIONUPDATED']._serialized_start=1482
-  _globals['_NOTESECTIONUPDATED']._serialized_end=1587
+  _globals['_TRANSCRIPTIONPROGRESS']._serialized_start=956
+  _globals['_TRANSCRIPTIONPROGRESS']._serialized_end=1079
+  _globals['_TRANSCRIPTIONCOMPLETED']._serialized_start=1081
+  _globals['_TRANSCRIPTIONCOMPLETED']._serialized_end=1192
+  _globals['_TRANSCRIPTIONFAILED']._serialized_start=1194
+  _globals['_TRANSCRIPTIONFAILED']._serialized_end=1296
+  _globals['_NOTEGENERATED']._serialized_start=1299
+  _globals['_NOTEGENERATED']._serialized_end=1500
+  _globals['_NOTEGENERATIONFAILED']._serialized_start=1502
+  _globals['_NOTEGENERATIONFAILED']._serialized_end=1605
+  _globals['_NOTESECTIONUPDATED']._serialized_start=1607
+  _globals['_NOTESECTIONUPDATED']._serialized_end=1712
 # @@protoc_insertion_point(module_scope)

@@ -188,6 +188,41 @@ class TranscriptionStarted(_message.Message):
 Global___TranscriptionStarted: _TypeAlias = TranscriptionStarted  # noqa: Y015
 
 @_typing.final
+class TranscriptionProgress(_message.Message):
+    """How much of a running transcription's audio is done; published at most every few seconds
+    (SCRIBE_TRANSCRIPTION_PROGRESS_INTERVAL_S). Informational: a reader may miss some.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    AUDIO_DONE_MS_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    progress: _builtins.float
+    """Share of the audio done, 0..1, never decreasing within a run."""
+    audio_done_ms: _builtins.int
+    """Position in the audio reached so far, and the audio's whole duration."""
+    duration_ms: _builtins.int
+    @_builtins.property
+    def run(self) -> _types_pb2.RunRef: ...
+    def __init__(
+        self,
+        *,
+        run: _types_pb2.RunRef | None = ...,
+        progress: _builtins.float = ...,
+        audio_done_ms: _builtins.int = ...,
+        duration_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_done_ms", b"audio_done_ms", "duration_ms", b"duration_ms", "progress", b"progress", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TranscriptionProgress: _TypeAlias = TranscriptionProgress  # noqa: Y015
+
+@_typing.final
 class TranscriptionCompleted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

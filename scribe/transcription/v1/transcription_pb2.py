@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from scribe.types.v1 import types_pb2 as scribe_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+scribe/transcription/v1/transcription.proto\x12\x17scribe.transcription.v1\x1a\x1bscribe/types/v1/types.proto\"Y\n\x11TranscribeRequest\x12\x0f\n\x05\x61udio\x18\x01 \x01(\x0cH\x00\x12\x12\n\x08\x62lob_key\x18\x02 \x01(\tH\x00\x12\x15\n\rlanguage_hint\x18\x03 \x01(\tB\x08\n\x06source\"X\n\x11TranscriptionInfo\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x1c\n\x14language_probability\x18\x02 \x01(\x02\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\"\xa1\x01\n\x12TranscribeResponse\x12:\n\x04info\x18\x01 \x01(\x0b\x32*.scribe.transcription.v1.TranscriptionInfoH\x00\x12\x35\n\x07segment\x18\x02 \x01(\x0b\x32\".scribe.types.v1.TranscriptSegmentH\x00\x12\x10\n\x08progress\x18\x03 \x01(\x02\x42\x06\n\x04item\":\n\x14GetTranscriptRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"n\n\x15GetTranscriptResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12/\n\ntranscript\x18\x02 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript2\xef\x01\n\x14TranscriptionService\x12g\n\nTranscribe\x12*.scribe.transcription.v1.TranscribeRequest\x1a+.scribe.transcription.v1.TranscribeResponse0\x01\x12n\n\rGetTranscript\x12-.scribe.transcription.v1.GetTranscriptRequest\x1a..scribe.transcription.v1.GetTranscriptResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+scribe/transcription/v1/transcription.proto\x12\x17scribe.transcription.v1\x1a\x1bscribe/types/v1/types.proto\"Y\n\x11TranscribeRequest\x12\x0f\n\x05\x61udio\x18\x01 \x01(\x0cH\x00\x12\x12\n\x08\x62lob_key\x18\x02 \x01(\tH\x00\x12\x15\n\rlanguage_hint\x18\x03 \x01(\tB\x08\n\x06source\"X\n\x11TranscriptionInfo\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x1c\n\x14language_probability\x18\x02 \x01(\x02\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\"\xd4\x01\n\x12TranscribeResponse\x12:\n\x04info\x18\x01 \x01(\x0b\x32*.scribe.transcription.v1.TranscriptionInfoH\x00\x12\x35\n\x07segment\x18\x02 \x01(\x0b\x32\".scribe.types.v1.TranscriptSegmentH\x00\x12\x31\n\ntranscript\x18\x04 \x01(\x0b\x32\x1b.scribe.types.v1.TranscriptH\x00\x12\x10\n\x08progress\x18\x03 \x01(\x02\x42\x06\n\x04item\":\n\x14GetTranscriptRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"n\n\x15GetTranscriptResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12/\n\ntranscript\x18\x02 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript2\xef\x01\n\x14TranscriptionService\x12g\n\nTranscribe\x12*.scribe.transcription.v1.TranscribeRequest\x1a+.scribe.transcription.v1.TranscribeResponse0\x01\x12n\n\rGetTranscript\x12-.scribe.transcription.v1.GetTranscriptRequest\x1a..scribe.transcription.v1.GetTranscriptResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,11 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSCRIPTIONINFO']._serialized_start=192
   _globals['_TRANSCRIPTIONINFO']._serialized_end=280
   _globals['_TRANSCRIBERESPONSE']._serialized_start=283
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=444
-  _globals['_GETTRANSCRIPTREQUEST']._serialized_start=446
-  _globals['_GETTRANSCRIPTREQUEST']._serialized_end=504
-  _globals['_GETTRANSCRIPTRESPONSE']._serialized_start=506
-  _globals['_GETTRANSCRIPTRESPONSE']._serialized_end=616
-  _globals['_TRANSCRIPTIONSERVICE']._serialized_start=619
-  _globals['_TRANSCRIPTIONSERVICE']._serialized_end=858
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=495
+  _globals['_GETTRANSCRIPTREQUEST']._serialized_start=497
+  _globals['_GETTRANSCRIPTREQUEST']._serialized_end=555
+  _globals['_GETTRANSCRIPTRESPONSE']._serialized_start=557
+  _globals['_GETTRANSCRIPTRESPONSE']._serialized_end=667
+  _globals['_TRANSCRIPTIONSERVICE']._serialized_start=670
+  _globals['_TRANSCRIPTIONSERVICE']._serialized_end=909
 # @@protoc_insertion_point(module_scope)

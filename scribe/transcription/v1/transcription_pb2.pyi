@@ -77,6 +77,7 @@ class TranscribeResponse(_message.Message):
 
     INFO_FIELD_NUMBER: _builtins.int
     SEGMENT_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     progress: _builtins.float
     """Share of the audio done, 0..1."""
@@ -86,18 +87,26 @@ class TranscribeResponse(_message.Message):
 
     @_builtins.property
     def segment(self) -> _types_pb2.TranscriptSegment: ...
+    @_builtins.property
+    def transcript(self) -> _types_pb2.Transcript:
+        """Last message: the whole transcript as stored for a note. Its segments carry the speaker
+        roles (diarization runs once all audio is heard), and may be cut where the speaker changes,
+        so they can differ from the streamed ones.
+        """
+
     def __init__(
         self,
         *,
         info: Global___TranscriptionInfo | None = ...,
         segment: _types_pb2.TranscriptSegment | None = ...,
+        transcript: _types_pb2.Transcript | None = ...,
         progress: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "item", b"item", "segment", b"segment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "item", b"item", "segment", b"segment", "transcript", b"transcript"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "item", b"item", "progress", b"progress", "segment", b"segment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "item", b"item", "progress", b"progress", "segment", b"segment", "transcript", b"transcript"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["info", "segment"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["info", "segment", "transcript"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
