@@ -25,7 +25,8 @@ _DECODE_TIME = (
     "no_speech_threshold", "hallucination_silence_threshold", "loop_repetition_penalty", "loop_no_repeat_ngram_size",
     "word_timestamps",
     "drop_hallucinations", "vad_filter", "vad_threshold", "vad_min_speech_ms", "vad_min_silence_ms",
-    "vad_speech_pad_ms", "vad_max_speech_s", "chunk_s", "languages", "language_windows",
+    "vad_speech_pad_ms", "vad_max_speech_s", "chunk_s", "short_window_s", "short_window_margin_s", "languages",
+    "language_windows",
 )  # fmt: skip
 
 
@@ -88,6 +89,13 @@ class TranscriptionSettings(ServiceSettings):
     vad_max_speech_s: float = Field(default=30.0, gt=1, description="Regions longer than this are split.")
     chunk_s: float = Field(
         default=300.0, ge=30, description="Audio is read and decoded in chunks of about this length (cut in pauses)."
+    )
+    short_window_s: float = Field(
+        default=10.0, ge=0, le=30,
+        description="A last window of speech under 30 s is encoded at its length (at least this); 0: always 30 s.",
+    )  # fmt: skip
+    short_window_margin_s: float = Field(
+        default=8.0, ge=0, le=30, description="Silence added after the speech of a short window."
     )
     languages: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("pt", "en", "es"),

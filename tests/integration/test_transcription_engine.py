@@ -159,6 +159,38 @@ def test_english_keywords_and_timing(whisper_engine: WhisperEngine, clips: Clips
 
 
 @pytest.mark.model
+def test_short_windows_encode_less_and_hear_the_same(
+    whisper_engine: WhisperEngine, clips: Clips, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clip of a few seconds is encoded at about its length, not padded to Whisper's 30 s, and
+    what the model hears is what it heard with 30 s windows."""
+    from faster_whisper import WhisperModel
+
+    encoded: list[int] = []
+    original = WhisperModel.encode
+
+    def spy(self, features):  # type: ignore[no-untyped-def]
+        encoded.append(features.shape[-1])
+        return original(self, features)
+
+    monkeypatch.setattr(WhisperModel, "encode", spy)
+    short = whisper_engine.transcribe(clips.english, language="en")
+    short_frames, encoded[:] = list(encoded), []
+    full = whisper_engine.with_options(short_window_s=0).transcribe(clips.english, language="en")
+    full_frames = list(encoded)
+
+    seconds = short.duration_ms / 1000
+    assert seconds < 20
+    assert full_frames and set(full_frames) == {3000}
+    assert short_frames and all(1000 <= frames <= max(1000, (seconds + 8.5) * 100) < 3000 for frames in short_frames)
+    assert all(frames % 2 == 0 for frames in short_frames)
+    for word in ("dog", "fever"):
+        assert word in _text(short) and word in _text(full)
+    assert difflib.SequenceMatcher(None, _words(short), _words(full)).ratio() >= 0.8, (_text(short), _text(full))
+    _assert_well_timed(short)
+
+
+@pytest.mark.model
 def test_portuguese_with_region_tag(whisper_engine: WhisperEngine, clips: Clips) -> None:
     result = whisper_engine.transcribe(clips.portuguese, language="pt-BR")
     text = _text(result)
