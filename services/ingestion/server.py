@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.blobstore import BlobStore, LocalBlobStore
+from common.blobstore import BlobStore, open_blob_store
 from common.messaging import Messaging
 from common.runtime import ServiceRuntime
 from common.service import ServiceCore, serve
@@ -31,9 +31,7 @@ class IngestionService:
 async def build_service(settings: IngestionSettings, blobs: BlobStore | None = None) -> IngestionService:
     """Migrate the database, wire every component and start serving; returns the running service."""
     core = await ServiceCore.open(settings, grpc_service=SERVICE_NAME, migrations=MIGRATIONS, tables=MESSAGING)
-    handlers = IngestionHandlers(
-        settings, core.session_maker, core.messaging.outbox, blobs or LocalBlobStore(settings.resolved_blob_dir())
-    )
+    handlers = IngestionHandlers(settings, core.session_maker, core.messaging.outbox, blobs or open_blob_store(settings))
     ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(IngestionServicer(handlers), core.runtime.server)
     build_consumer(core.messaging, handlers)
 

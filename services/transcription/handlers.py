@@ -26,7 +26,7 @@ import grpc
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.blobstore import BlobNotFound, BlobStore
+from common.blobstore import BlobDecryptionError, BlobNotFound, BlobStore
 from common.db import is_sqlite, utcnow
 from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
@@ -254,11 +254,6 @@ class TranscriptionHandlers:
     async def _run(self, job: JobRow) -> None:
         renew = asyncio.create_task(self._renew_lease(job.run_id))
         try:
-            try:
-                path = await self.blobs.local_path(job.blob_key)
-            except BlobNotFound:
-                await self._finish_failed(job, "AUDIO_MISSING", "The note's audio is no longer in the blob store")
-                return
             self._progress[job.run_id] = 0.0
             loop = asyncio.get_running_loop()
             reporter = _ProgressReporter(
@@ -270,14 +265,27 @@ class TranscriptionHandlers:
                 self._progress[job.run_id] = done
                 reporter.report(done)
 
-            result = await asyncio.to_thread(
-                self._transcribe,
-                Path(path),
-                job.language_hint or None,
-                lambda segment, done: on_progress(done),
-                lambda: self._stopping,
-                on_progress=on_progress,
+            # The decoder reads a decrypted copy of the audio, removed as soon as it is done.
+            async with self.blobs.decrypted_file(job.blob_key) as path:
+                result = await asyncio.to_thread(
+                    self._transcribe,
+                    Path(path),
+                    job.language_hint or None,
+                    lambda segment, done: on_progress(done),
+                    lambda: self._stopping,
+                    on_progress=on_progress,
+                )
+        except BlobNotFound:
+            await self._finish_failed(job, "AUDIO_MISSING", "The note's audio is no longer in the blob store")
+            return
+        except BlobDecryptionError as exc:
+            log.error("stored audio does not decrypt: %s", exc)
+            await self._finish_failed(
+                job,
+                "AUDIO_UNREADABLE",
+                "The note's stored audio could not be decrypted: its key is not configured or the object was modified",
             )
+            return
         except TranscriptionCancelled:
             await self._hand_back(job)
             return

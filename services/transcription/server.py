@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.blobstore import BlobStore, LocalBlobStore
+from common.blobstore import BlobStore, open_blob_store
 from common.messaging import Messaging
 from common.runtime import ServiceRuntime
 from common.service import ServiceCore, serve
@@ -61,7 +61,7 @@ async def build_service(
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
     diarizers = await asyncio.to_thread(diarizer_factory, settings)
-    blobs = blobs or LocalBlobStore(settings.resolved_blob_dir())
+    blobs = blobs or open_blob_store(settings)
     handlers = TranscriptionHandlers(
         settings, core.session_maker, core.messaging.outbox, blobs, engine, core.database_url, diarizers
     )

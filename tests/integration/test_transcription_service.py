@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 import wave
 from pathlib import Path
@@ -21,6 +20,7 @@ from scribe.types.v1 import types_pb2 as types
 from services.transcription.config import TranscriptionSettings
 from services.transcription.models import JobRow
 from services.transcription.server import build_service, load_engine
+from tests.support.blobs import put_audio_file
 from tests.support.events import collect, publish
 from tests.support.speech import concat_wavs, make_silence, make_white_noise, synthesize
 
@@ -93,11 +93,9 @@ def ingested(blob_key: str, language: str = "en") -> ev.AudioIngested:
 
 
 async def test_ingested_audio_is_transcribed_once(transcription, broker, topic_prefix, speech):
-    service, _, settings = transcription
+    service, _, _ = transcription
     blob_key = "t1/note/audio.wav"
-    target = settings.resolved_blob_dir() / blob_key
-    target.parent.mkdir(parents=True)
-    shutil.copy(speech, target)
+    await put_audio_file(service.handlers.blobs, blob_key, speech)
     note_id = str(uuid.uuid4())
     event = ingested(blob_key)
     await publish(broker, topic_prefix, event, tenant_id="t1", note_id=note_id)
@@ -129,12 +127,10 @@ async def test_ingested_audio_is_transcribed_once(transcription, broker, topic_p
 async def test_a_consultation_gets_doctor_and_patient_roles_and_reports_progress(
     transcription, broker, topic_prefix, consultation
 ):
-    _, _, settings = transcription
+    service, _, _ = transcription
     audio, turns = consultation
     blob_key = "t1/consultation/audio.wav"
-    target = settings.resolved_blob_dir() / blob_key
-    target.parent.mkdir(parents=True)
-    shutil.copy(audio, target)
+    await put_audio_file(service.handlers.blobs, blob_key, audio)
     note_id = str(uuid.uuid4())
     event = ingested(blob_key)
     event.audio.duration_ms = turns[-1][2]
@@ -166,12 +162,10 @@ async def test_a_consultation_gets_doctor_and_patient_roles_and_reports_progress
 
 
 @pytest.mark.parametrize("make", [make_silence, make_white_noise])
-async def test_a_minute_of_silence_or_noise_fails_with_no_speech(transcription, broker, topic_prefix, make):
-    service, _, settings = transcription
+async def test_a_minute_of_silence_or_noise_fails_with_no_speech(transcription, broker, topic_prefix, make, tmp_path):
+    service, _, _ = transcription
     blob_key = "t1/silent/audio.wav"
-    target = settings.resolved_blob_dir() / blob_key
-    target.parent.mkdir(parents=True)
-    make(target, 60)
+    await put_audio_file(service.handlers.blobs, blob_key, make(tmp_path / "silent.wav", 60))
     event = ingested(blob_key, language="")
     await publish(broker, topic_prefix, event, tenant_id="t1", note_id=str(uuid.uuid4()))
     failed = await collect(broker, topic_prefix, ev.TranscriptionFailed, at_least=1)
