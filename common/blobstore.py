@@ -260,7 +260,7 @@ class S3BlobStore(_EncryptedStore):
         await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
 
 
-def _dev_key(path: Path) -> str:
+def ensure_development_key(path: Path) -> str:
     """The development key kept in ``path`` (0600), created once; safe when processes race to create it."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +290,7 @@ def load_keyring(settings: ServiceSettings) -> Keyring:
             f"SCRIBE_BLOB_ENCRYPTION_KEY must be set (base64 of 32 bytes) when SCRIBE_ENVIRONMENT={settings.environment}"
         )
     path = (settings.data_dir / "run" / "blob_encryption_key").resolve()
-    keyring = Keyring(parse_key(_dev_key(path)), tuple(parse_key(k) for k in old if k.strip()))
+    keyring = Keyring(parse_key(ensure_development_key(path)), tuple(parse_key(k) for k in old if k.strip()))
     log.warning(
         "blob encryption uses the development key kept in %s (key id %s); set SCRIBE_BLOB_ENCRYPTION_KEY in production",
         path,

@@ -96,6 +96,26 @@ async def postgres_url(postgres_reason) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url(postgres_reason) -> str:
+    """The PostgreSQL server's admin URL, for tests that create databases of their own (the launcher's
+    production-like profile); skipped loudly, or failed under SCRIBE_REQUIRE_POSTGRES=1, without one."""
+    _require_postgres(postgres_reason)
+    return POSTGRES_ADMIN_URL
+
+
+async def drop_postgres_databases(prefix: str) -> list[str]:
+    """Drop every database whose name starts with ``prefix``; returns their names."""
+    admin = await _postgres_admin()
+    try:
+        rows = await admin.fetch("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix)
+        for row in rows:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+        return [row["datname"] for row in rows]
+    finally:
+        await admin.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database_url(request, tmp_path: Path, postgres_reason) -> AsyncIterator[str]:
     """Each test using this runs once on SQLite and once on PostgreSQL."""

@@ -6,10 +6,10 @@ import os
 import signal
 import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.support.pipeline import check_upload_becomes_note, upload
 from tests.support.system import RunningSystem, start_system, wait_terminal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -30,54 +30,22 @@ def system(tmp_path_factory, model_dir) -> RunningSystem:
             os.kill(info["pid"], 0)
 
 
-def upload(client, audio: Path, language: str, name: str = "Rex"):
-    with open(audio, "rb") as handle:
-        return client.post(
-            "/notes/v1/notes",
-            files={"audio": (audio.name, handle, "audio/wav")},
-            data={"name": name, "gender": "male", "external_id": f"E2E-{name}", "language": language,
-                  "metadata": '{"patient_name": "%s", "owner_name": "Joana"}' % name},
-        )
+@pytest.mark.parametrize("language", ["pt", "en"])
+def test_upload_becomes_note_with_transcript_and_sections(system, consultation_audio, language):
+    check_upload_becomes_note(system, consultation_audio[language], language)
 
 
-def words(text: str) -> str:
-    return " ".join(text.lower().replace(",", " ").replace(".", " ").split())
-
-
-@pytest.mark.parametrize(
-    "language, heard, in_sections",
-    [
-        # Whisper base mangles espeak-ng Portuguese beyond these words (see tests/e2e/conftest.py).
-        ("pt", ["bom dia", "cachorro", "rex", "comer"], {"chief_complaint": ["cachorro"]}),
-        ("en", ["fever", "temperature", "ibuprofen"], {"physical_exam": ["temperature"], "prescriptions": ["ibuprofen"]}),
-    ],
-)
-def test_upload_becomes_note_with_transcript_and_sections(system, consultation_audio, language, heard, in_sections):
-    with system.client() as client:
-        created = upload(client, consultation_audio[language], language)
-        assert created.status_code == 201, created.text
-        note = created.json()["data"]
-        assert note["transcription_status"] == "pending"
-        assert note["metadata"] == [{"key": "patient_name", "value": "Rex"}, {"key": "owner_name", "value": "Joana"}]
-
-        assert wait_terminal(client, note["id"]) == "completed"
-        detail = client.get(f"/notes/v1/notes/{note['id']}").json()["data"]
-        transcript = words(" ".join(item["text"] for item in detail["transcript"]))
-        for phrase in heard:
-            assert phrase in transcript, (phrase, transcript)
-        starts = [item["start_time_ms"] for item in detail["transcript"]]
-        assert starts == sorted(starts) and all(i["end_time_ms"] >= i["start_time_ms"] for i in detail["transcript"])
-        assert detail["language"] == language
-        sections = {s["label"]: s for s in detail["note_sections"]}
-        from services.notegen.domain.sections import title_for
-
-        assert all(s["title"] == title_for(s["label"], language) for s in detail["note_sections"])
-        for label, phrases in in_sections.items():
-            assert label in sections, sorted(sections)
-            for phrase in phrases:
-                assert phrase in words(sections[label]["content"]), (label, sections[label]["content"])
-        text = client.get(detail["transcription_url"])
-        assert text.status_code == 200 and heard[0].split()[0] in text.text.lower()
+def test_stored_audio_is_encrypted_at_rest(system, consultation_audio):
+    """The uploads above lie in the blob folder as ciphertext under the development key (0600)."""
+    stored = [p for p in (system.data_dir / "blobs").rglob("*") if p.is_file() and ".staging" not in p.parts]
+    assert len(stored) >= 2, stored
+    uploaded = [audio.read_bytes() for audio in consultation_audio.values()]
+    for path in stored:
+        at_rest = path.read_bytes()
+        assert at_rest[:4] == b"SCRB" and all(at_rest != audio and audio[:44] not in at_rest for audio in uploaded)
+    key_file = system.data_dir / "run" / "blob_encryption_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_text().strip() not in system.logs("ingestion") + system.logs("transcription")
 
 
 def _wait_restarted(system: RunningSystem, component: str, old_pid: int, timeout_s: float = 60) -> None:

@@ -52,7 +52,8 @@ class RunningSystem:
 
 
 def start_system(data_dir: Path, model_dir: Path | None = None, extra_env: dict[str, str] | None = None,
-                 ready_timeout_s: float = 240) -> RunningSystem:
+                 ready_timeout_s: float = 240, profile: str = "embedded") -> RunningSystem:
+    """``profile`` is the launcher's: ``embedded`` (SQLite, local blobs) or ``prod`` (PostgreSQL, S3)."""
     port = free_port()
     api_key = "sk_test_e2e_" + os.urandom(8).hex()
     env = {
@@ -62,14 +63,17 @@ def start_system(data_dir: Path, model_dir: Path | None = None, extra_env: dict[
         "SCRIBE_BOOTSTRAP_API_KEY": api_key,
         "PYTHONPATH": str(REPO),
     }
-    env.pop("SCRIBE_KAFKA_BOOTSTRAP", None)
+    for inherited in ("SCRIBE_KAFKA_BOOTSTRAP", "SCRIBE_PROFILE", "SCRIBE_BLOB_BACKEND", "SCRIBE_BLOB_S3_BUCKET",
+                      "SCRIBE_BLOB_ENCRYPTION_KEY"):
+        env.pop(inherited, None)
     if model_dir is not None:
         env["SCRIBE_TRANSCRIPTION_MODEL_DIR"] = str(model_dir)
     env.update(extra_env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "launcher.out", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "common.launcher"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "common.launcher", "--profile", profile],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     system = RunningSystem(process, data_dir, f"http://127.0.0.1:{port}", api_key)
     deadline = time.monotonic() + ready_timeout_s
