@@ -287,7 +287,8 @@ def load_keyring(settings: ServiceSettings) -> Keyring:
         return Keyring.from_text(settings.blob_encryption_key.get_secret_value(), old)
     if settings.environment != "development":
         raise ValueError(
-            f"SCRIBE_BLOB_ENCRYPTION_KEY must be set (base64 of 32 bytes) when SCRIBE_ENVIRONMENT={settings.environment}"
+            "SCRIBE_BLOB_ENCRYPTION_KEY must be set (base64 of 32 bytes) when "
+            f"SCRIBE_ENVIRONMENT={settings.environment}"
         )
     path = (settings.data_dir / "run" / "blob_encryption_key").resolve()
     keyring = Keyring(parse_key(ensure_development_key(path)), tuple(parse_key(k) for k in old if k.strip()))

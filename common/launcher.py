@@ -273,7 +273,8 @@ class Launcher:
             prefix = self.env.get("SCRIBE_POSTGRES_DATABASE_PREFIX", "scribe_")
             print(f"  postgres       {prefix}<service> on {self.env.get('SCRIBE_POSTGRES_URL', DEFAULT_POSTGRES_URL)}",
                   flush=True)
-            print(f"  blobs          s3://{self.env.get('SCRIBE_BLOB_S3_BUCKET', DEFAULT_BUCKET)} (encrypted)", flush=True)
+            bucket = self.env.get("SCRIBE_BLOB_S3_BUCKET", DEFAULT_BUCKET)
+            print(f"  blobs          s3://{bucket} (encrypted)", flush=True)
         print(f"  data           {self.data_dir}  (logs in logs/, state in run/stack.json)", flush=True)
         print(f"  API key        SCRIBE_BOOTSTRAP_API_KEY={self.api_key}", flush=True)
         print("  Ctrl-C stops everything.", flush=True)

@@ -95,7 +95,8 @@ async def test_round_trip_returns_the_exact_bytes_and_stores_only_ciphertext(mak
 
 
 async def test_s3_objects_live_under_the_prefix(s3_endpoint, tmp_path):
-    store = open_blob_store(ServiceSettings(**_location("s3", tmp_path, s3_endpoint), blob_encryption_key=generate_key()))
+    settings = ServiceSettings(**_location("s3", tmp_path, s3_endpoint), blob_encryption_key=generate_key())
+    store = open_blob_store(settings)
     assert isinstance(store, S3BlobStore)
     await put_audio(store, "t/n/audio.m4a", b"x" * 100)
     listed = store.client.list_objects_v2(Bucket=store.bucket)["Contents"]

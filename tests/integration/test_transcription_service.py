@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 import wave
 from pathlib import Path
@@ -10,6 +11,8 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
+from common.blobcrypto import Keyring
+from common.blobstore import LocalBlobStore
 from common.db import utcnow
 from common.events import timestamp
 from common.grpc_errors import from_rpc_error
@@ -203,3 +206,31 @@ async def test_transcribe_rpc_streams_info_then_segments(transcription, speech):
             pass
     assert rejected.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert from_rpc_error(rejected.value).code == "INVALID_AUDIO_FORMAT"
+
+
+async def test_stored_audio_is_read_decrypted_and_a_foreign_key_fails_clearly(
+    transcription, broker, topic_prefix, speech
+):
+    service, stub, settings = transcription
+    await put_audio_file(service.handlers.blobs, "t1/stored/audio.wav", speech)
+    request = pb.TranscribeRequest(blob_key="t1/stored/audio.wav", language_hint="en")
+    items = [item async for item in stub.Transcribe(request)]
+    assert "dog" in " ".join(s.text for s in items[-1].transcript.segments).lower()
+
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        async for _ in stub.Transcribe(pb.TranscribeRequest(blob_key="t1/missing/audio.wav")):
+            pass
+    assert from_rpc_error(missing.value).code == "AUDIO_NOT_FOUND"
+
+    # An object written under a key this service does not hold: refused at once, never decoded.
+    foreign = LocalBlobStore(settings.resolved_blob_dir(), Keyring(os.urandom(32)))
+    await put_audio_file(foreign, "t1/foreign/audio.wav", speech)
+    with pytest.raises(grpc.aio.AioRpcError) as unreadable:
+        async for _ in stub.Transcribe(pb.TranscribeRequest(blob_key="t1/foreign/audio.wav")):
+            pass
+    assert from_rpc_error(unreadable.value).code == "AUDIO_UNREADABLE"
+    event = ingested("t1/foreign/audio.wav")
+    await publish(broker, topic_prefix, event, tenant_id="t1", note_id=str(uuid.uuid4()))
+    failed = await collect(broker, topic_prefix, ev.TranscriptionFailed, at_least=1)
+    assert failed[0].payload.failure.code == "AUDIO_UNREADABLE"
+    assert not list(service.handlers.blobs.staging_dir().iterdir())  # no decrypted copy left behind
