@@ -29,7 +29,7 @@ def database_prefix() -> str:
 
 
 @pytest.fixture(scope="module")
-def prod_system(tmp_path_factory, model_dir, postgres_admin_url, database_prefix) -> RunningSystem:
+def prod_system(postgres_admin_url, tmp_path_factory, model_dir, database_prefix) -> RunningSystem:
     running = start_system(
         tmp_path_factory.mktemp("prod-system"),
         model_dir,
