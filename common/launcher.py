@@ -166,6 +166,8 @@ class Launcher:
         prefix = self.env.get("SCRIBE_POSTGRES_DATABASE_PREFIX", "scribe_")
         try:
             database_urls = ensure_postgres_databases(admin_url, prefix)
+        except ValueError as exc:  # a bad prefix or URL: say what is wrong with it
+            raise SystemExit(f"scribe: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - refused, timed out, no such role: all say the same
             raise SystemExit(
                 f"scribe: PostgreSQL is not reachable at {admin_url} ({exc}); start it (scripts/start-postgres.sh) "
@@ -281,7 +283,9 @@ class Launcher:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m common.launcher", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m common.launcher", description="Start the broker, the services and the gateway; Ctrl-C stops them."
+    )
     parser.add_argument(
         "--profile",
         choices=PROFILES,
