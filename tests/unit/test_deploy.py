@@ -503,3 +503,41 @@ def test_dev_runs_the_broker_from_the_image_and_shares_the_blob_folder(rendered,
         assert claims == {"scribe-blobs"}
         mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
         assert str(settings.blob_dir) in mounts
+
+
+# ---- the Grafana dashboard reads the metrics the processes export ----
+
+# Agreed with the metrics work of issue 7: name -> (type, labels).
+METRICS = {
+    "scribe_grpc_server_requests_total": ("counter", {"service", "method", "code"}),
+    "scribe_grpc_server_latency_seconds": ("histogram", {"service", "method"}),
+    "scribe_http_requests_total": ("counter", {"route", "method", "status"}),
+    "scribe_http_request_duration_seconds": ("histogram", {"route", "method"}),
+    "scribe_consumer_lag": ("gauge", {"service", "group", "topic", "partition"}),
+    "scribe_outbox_backlog": ("gauge", {"service"}),
+    "scribe_outbox_oldest_age_seconds": ("gauge", {"service"}),
+    "scribe_transcription_realtime_factor": ("histogram", set()),
+    "scribe_transcription_queue_depth": ("gauge", set()),
+    "scribe_notes": ("gauge", {"status"}),
+}
+
+
+def test_the_dashboard_charts_every_agreed_metric_with_its_own_labels() -> None:
+    import json
+
+    dashboard = json.loads((DEPLOY / "grafana" / "scribe.json").read_text())
+    assert dashboard["uid"] and dashboard["title"] == "Scribe"
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs
+    used: set[str] = set()
+    for expr in exprs:
+        for name in re.findall(r"\bscribe_[a-z_]+", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert base in METRICS, f"{name} is not an agreed metric: {expr}"
+            kind, labels = METRICS[base]
+            assert (base != name) == (kind == "histogram"), f"histograms are read through _bucket: {expr}"
+            grouped = {g.strip() for by in re.findall(r"by \(([^)]*)\)", expr) for g in by.split(",")} - {"le"}
+            selected = set(re.findall(r"(\w+)\s*(?:=~|!=|!~|=)\s*\"", expr))
+            assert grouped | selected <= labels, f"{expr}: labels {grouped | selected - labels} not on {base}"
+            used.add(base)
+    assert used == set(METRICS), f"not charted: {set(METRICS) - used}"
