@@ -2,11 +2,13 @@
 
 - Native kinds are validated by ``kubernetes-validate --strict`` (its Python API) against the
   Kubernetes 1.37 schemas; a kind it has no schema for fails, except the custom resources below.
-- Custom resources (Strimzi ``Kafka``/``KafkaNodePool``/``KafkaTopic``, CloudNativePG ``Cluster``/
-  ``ScheduledBackup``, KEDA ``ScaledObject``): their CRD schemas are not installable from the
-  package registries this project uses (no pip or npm package ships them), so they get structural
-  checks instead: apiVersion and kind, the fields each operator requires, and their agreement with
-  the code: one KafkaTopic per topic in ``common.events.all_topics`` with the partition count the
+- KEDA's ``ScaledObject`` is validated against models generated from KEDA's CRD
+  (cloudcoil-models-keda, KEDA 2.16): wrong types fail, and so do unknown fields (the models drop
+  them, so the round trip differs).
+- Strimzi (``Kafka``/``KafkaNodePool``/``KafkaTopic``) and CloudNativePG (``Cluster``/
+  ``ScheduledBackup``) CRD schemas are not installable from the package registries this project
+  uses (no pip or npm package ships them), so they get structural checks instead: apiVersion and
+  kind, the fields each operator requires, and their agreement with the code: one KafkaTopic per topic in ``common.events.all_topics`` with the partition count the
   services are configured with, a database per owner that ``common.migrate`` knows, KEDA watching
   the transcription service's real consumer group.
 - Every SCRIBE_* name in a ConfigMap or a container's env is a field of the settings class of the
@@ -456,6 +458,15 @@ def test_prod_scales_transcription_on_its_consumer_lag(rendered, overlay: str, c
     # KEDA owns transcription's replicas; the HPAs are for the gateway and the query service only.
     targets = {h["spec"]["scaleTargetRef"]["name"] for h in _of(docs, "HorizontalPodAutoscaler")}
     assert targets == {"scribe-gateway", "scribe-query"}
+
+
+@pytest.mark.parametrize("overlay", ["prod", "prod-gpu"])
+def test_the_scaled_object_matches_kedas_crd_schema(rendered, overlay: str) -> None:
+    from cloudcoil.models.keda.v1alpha1 import ScaledObject
+
+    (scaled,) = _of(rendered[overlay], "ScaledObject")
+    model = ScaledObject.model_validate(scaled)
+    assert model.model_dump(by_alias=True, exclude_unset=True, mode="json") == scaled, "fields KEDA does not know"
 
 
 def test_prod_gpu_runs_transcription_on_a_gpu_in_float16(rendered, clean_env) -> None:
