@@ -4,7 +4,12 @@ A fresh virtualenv (``--venv``), no system packages (``--no-apt``), no developme
 (``--no-dev``) and the models assembled into a folder to bake in (``--model-dir``). Then, with that
 virtualenv and nothing else, what the image's processes need: the model folder that
 ``SCRIBE_TRANSCRIPTION_MODEL_DIR`` will name is accepted, the voice encoder loads from the baked
-weights, and the migration Job's entry point brings every database to head.
+weights, the migration Job's entry point brings every database to head, and the services start,
+serve and stop cleanly with the root filesystem read-only (a private mount namespace where only
+the data folder and a tmp folder are writable, as under ``readOnlyRootFilesystem`` with the two
+emptyDirs of deploy/base). The non-root user is the Dockerfile's (tests/unit/test_image.py); here
+the interpreter lives under /root, so the processes stay root, which a read-only mount binds all
+the same.
 
 It takes about 45 s with pip's cache warm (as on any machine that ran ``make install``).
 """
@@ -12,12 +17,21 @@ It takes about 45 s with pip's cache warm (as on any machine that ran ``make ins
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import grpc
+import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,3 +108,100 @@ def test_the_migration_job_entry_point_migrates_every_database(image_install, tm
     for name in ("ingestion", "transcription", "notegen", "query", "gateway"):
         with sqlite3.connect(tmp_path / f"{name}.db") as db:
             assert db.execute("select version_num from alembic_version").fetchone(), name
+
+
+def _read_only_root_available() -> str | None:
+    """None when this machine lets a test remount / read-only in a private mount namespace."""
+    probe = "mount -o remount,bind,ro / && ! touch /.scribe-read-only-probe 2>/dev/null"
+    try:
+        result = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", probe], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if result.returncode == 0 else (result.stderr.strip() or f"exit {result.returncode}")
+
+
+def _start_read_only(command: list[str], writable: list[Path], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Run ``command`` with / read-only except the ``writable`` folders (the pod's emptyDirs)."""
+    binds = [f"mount --bind {shlex.quote(str(d))} {shlex.quote(str(d))}" for d in writable]
+    script = " && ".join([*binds, "mount -o remount,bind,ro /", 'exec "$@"'])
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *command],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd="/",
+        )  # fmt: skip
+
+
+def _wait_serving(address: str, process: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"exited {process.returncode}: {log.read_text()[-3000:]}"
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.5)
+    raise AssertionError(f"{address} not SERVING in {timeout_s}s: {log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen, log: Path) -> str:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    output = log.read_text()
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def test_the_processes_run_with_a_read_only_root_filesystem(image_install, broker: str, tmp_path: Path) -> None:
+    reason = _read_only_root_available()
+    if reason is not None:
+        pytest.skip(f"READ-ONLY ROOT CHECK NOT RUN: cannot remount / read-only here ({reason})")
+    venv, models = image_install
+    data, tmp = tmp_path / "data", tmp_path / "tmp"
+    data.mkdir()
+    tmp.mkdir()
+    ports = {name: free_port() for name in ("ingestion", "transcription", "notegen", "query", "http")}
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1",
+        "SCRIBE_DATA_DIR": str(data), "SCRIBE_KAFKA_BOOTSTRAP": broker,
+        "SCRIBE_TOPIC_PREFIX": f"ro{uuid.uuid4().hex[:8]}", "SCRIBE_TOPIC_PARTITIONS": "1",
+        "SCRIBE_TRANSCRIPTION_MODEL_DIR": str(models / "whisper-base-ct2"),
+        "SCRIBE_TRANSCRIPTION_DIARIZATION_WEIGHTS_DIR": str(models),
+        "SCRIBE_HTTP_PORT": str(ports["http"]), "SCRIBE_GATEWAY_HTTP_HOST": "127.0.0.1",
+        **{f"SCRIBE_{name.upper()}_GRPC_PORT": str(port) for name, port in ports.items() if name != "http"},
+        **{f"SCRIBE_GATEWAY_{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in ports.items() if name != "http"},
+    }  # fmt: skip
+    python = str(venv / "bin" / "python")
+    started: dict[str, tuple[subprocess.Popen, Path]] = {}
+    try:
+        for name in ("ingestion", "transcription", "notegen", "query"):
+            log = tmp_path / f"{name}.log"
+            started[name] = (_start_read_only([python, "-m", f"services.{name}.server"], [data, tmp], env, log), log)
+        for name, (process, log) in started.items():
+            _wait_serving(f"127.0.0.1:{ports[name]}", process, log)
+        log = tmp_path / "gateway.log"
+        started["gateway"] = (_start_read_only([python, "-m", "gateway.server"], [data, tmp], env, log), log)
+        deadline = time.monotonic() + 60
+        while True:
+            assert started["gateway"][0].poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{ports['http']}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"gateway not ready: {log.read_text()[-3000:]}"
+            time.sleep(0.5)
+    finally:
+        outputs = {name: _stop(process, log) for name, (process, log) in reversed(list(started.items()))}
+    for name, output in outputs.items():
+        assert "Read-only file system" not in output, f"{name} tried to write outside its volumes: {output[-3000:]}"
+    assert {path.name for path in data.iterdir()} >= {f"{name}.db" for name in ("ingestion", "gateway")}
