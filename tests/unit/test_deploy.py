@@ -458,6 +458,9 @@ def test_prod_scales_transcription_on_its_consumer_lag(rendered, overlay: str, c
     # KEDA owns transcription's replicas; the HPAs are for the gateway and the query service only.
     targets = {h["spec"]["scaleTargetRef"]["name"] for h in _of(docs, "HorizontalPodAutoscaler")}
     assert targets == {"scribe-gateway", "scribe-query"}
+    # An autoscaled Deployment names no replica count, or every `kubectl apply` would reset it.
+    for name in (*targets, spec["scaleTargetRef"]["name"]):
+        assert "replicas" not in _one(docs, "Deployment", name)["spec"], name
 
 
 @pytest.mark.parametrize("overlay", ["prod", "prod-gpu"])
