@@ -16,14 +16,18 @@ It takes about 45 s with pip's cache warm (as on any machine that ran ``make ins
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -39,7 +43,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def image_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def image_install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("image")
     venv, models = root / "venv", root / "models"
     env = {**os.environ, "PYTHON": sys.executable}
@@ -50,7 +54,8 @@ def image_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "install: done" in result.stdout
-    return venv, models
+    yield venv, models
+    shutil.rmtree(root, ignore_errors=True)  # about 900 MB; pytest would keep three runs of it
 
 
 def _run(venv: Path, code: str, **env: str) -> str:
@@ -165,6 +170,12 @@ def test_the_processes_run_with_a_read_only_root_filesystem(image_install, broke
     if reason is not None:
         pytest.skip(f"READ-ONLY ROOT CHECK NOT RUN: cannot remount / read-only here ({reason})")
     venv, models = image_install
+    # As the Dockerfile does once the model is baked: the wheels' copies of model.bin go.
+    dropped = re.search(r"rm -f (\S+model\.bin\.part\*)", (ROOT / "Dockerfile").read_text()).group(1)
+    parts = glob.glob(dropped.replace("/opt/scribe/venv", str(venv)))
+    assert len(parts) == 2
+    for part in parts:
+        os.remove(part)
     data, tmp = tmp_path / "data", tmp_path / "tmp"
     data.mkdir()
     tmp.mkdir()
