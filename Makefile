@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: install run run-prod test test-unit protos lint-protos bench clean
+.PHONY: install run run-prod test test-unit deploy-check image protos lint-protos bench clean
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -28,6 +28,15 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The deploy/ manifests and the image recipe, rendered and validated (seconds; no cluster, no engine).
+deploy-check: $(STAMP)
+	$(PY) -m pytest tests/unit/test_deploy.py tests/unit/test_image.py $(PYTEST_ARGS)
+
+# The container image (deploy/README.md): IMAGE=registry/scribe:tag, BUILD_ARGS="--build-arg GPU=1".
+IMAGE ?= scribe:dev
+image:
+	docker build $(BUILD_ARGS) -t $(IMAGE) .
 
 # Regenerates the committed Python code for every .proto (stale files deleted first).
 protos: $(STAMP)
