@@ -34,6 +34,7 @@ class Child:
     env: dict[str, str]
     log_path: Path
     port: int
+    metrics_port: int = 0
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -96,7 +97,7 @@ class Launcher:
         ports = {name: _port(f"SCRIBE_{name.upper()}_GRPC_PORT", self.env) for name in SERVICES}
         addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
         for name in SERVICES:
-            env = {**base, f"SCRIBE_{name.upper()}_GRPC_PORT": str(ports[name])}
+            env = {**base, f"SCRIBE_{name.upper()}_GRPC_PORT": str(ports[name]), **self._metrics_env(name)}
             if name == "query":
                 env["SCRIBE_QUERY_INGESTION_ADDR"] = addresses["ingestion"]
             self._add(name, [python, "-m", f"services.{name}.server"], env, ports[name])
@@ -105,11 +106,17 @@ class Launcher:
             "SCRIBE_HTTP_PORT": str(self.http_port),
             "SCRIBE_BOOTSTRAP_API_KEY": self.api_key,
             **{f"SCRIBE_GATEWAY_{name.upper()}_ADDR": addresses[name] for name in SERVICES},
+            **self._metrics_env("gateway"),
         }
         self._add("gateway", [python, "-m", "gateway.server"], gateway_env, self.http_port)
 
+    def _metrics_env(self, name: str) -> dict[str, str]:
+        """Each process its own /metrics port: SCRIBE_<NAME>_METRICS_PORT, else a free one."""
+        return {"SCRIBE_METRICS_PORT": str(_port(f"SCRIBE_{name.upper()}_METRICS_PORT", self.env))}
+
     def _add(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
-        self.children[name] = Child(name, command, env, self.data_dir / "logs" / f"{name}.log", port)
+        metrics_port = int(env.get("SCRIBE_METRICS_PORT", "0")) if name != "broker" else 0
+        self.children[name] = Child(name, command, env, self.data_dir / "logs" / f"{name}.log", port, metrics_port)
 
     def start_all(self) -> None:
         for name, child in self.children.items():
@@ -153,7 +160,12 @@ class Launcher:
             "gateway_url": f"http://127.0.0.1:{self.http_port}",
             "launcher_pid": os.getpid(),
             "children": {
-                name: {"pid": c.process.pid if c.process else None, "port": c.port, "restarts": c.restarts}
+                name: {
+                    "pid": c.process.pid if c.process else None,
+                    "port": c.port,
+                    "metrics_port": c.metrics_port,
+                    "restarts": c.restarts,
+                }
                 for name, c in self.children.items()
             },
         }
@@ -178,10 +190,17 @@ class Launcher:
 
     def banner(self) -> None:
         print("scribe: ready", flush=True)
-        print(f"  gateway        http://127.0.0.1:{self.http_port}  (REST: /notes/v1, docs: /docs)", flush=True)
+        gateway = self.children.get("gateway")
+        metrics = ""
+        if gateway is not None and gateway.metrics_port:
+            metrics = f", metrics: http://127.0.0.1:{gateway.metrics_port}/metrics"
+        print(f"  gateway        http://127.0.0.1:{self.http_port}  (REST: /notes/v1, docs: /docs{metrics})",
+              flush=True)
         for name in ("broker", *SERVICES):
             if name in self.children:
-                print(f"  {name:<14} 127.0.0.1:{self.children[name].port}", flush=True)
+                child = self.children[name]
+                metrics = f"  (metrics: http://127.0.0.1:{child.metrics_port}/metrics)" if child.metrics_port else ""
+                print(f"  {name:<14} 127.0.0.1:{child.port}{metrics}", flush=True)
         print(f"  data           {self.data_dir}  (logs in logs/, state in run/stack.json)", flush=True)
         print(f"  API key        SCRIBE_BOOTSTRAP_API_KEY={self.api_key}", flush=True)
         print("  Ctrl-C stops everything.", flush=True)
