@@ -161,20 +161,18 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> Callable[[], Non
 # -- traces ------------------------------------------------------------------------------------
 
 
-def setup_tracing(service_name: str, otlp_endpoint: str | None = None) -> Callable[[], None]:
-    """Install the OpenTelemetry SDK for this process; export by OTLP/gRPC when an endpoint is set.
+def tracer_provider(service_name: str, otlp_endpoint: str | None = None):
+    """An SDK tracer provider for ``service_name``, exporting by OTLP/gRPC when an endpoint is set.
 
     The endpoint is ``otlp_endpoint`` (``SCRIBE_OTLP_ENDPOINT``) or else the standard
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (with the exporter's
-    other ``OTEL_EXPORTER_OTLP_*`` variables: headers, certificates). Returns the shutdown callable
-    that flushes what is left. A provider installed before (a test's) is kept.
+    other ``OTEL_EXPORTER_OTLP_*`` variables: headers, certificates, timeout). Sampling follows
+    ``OTEL_TRACES_SAMPLER`` (default: every trace, or as the caller's traceparent says).
     """
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    if isinstance(trace.get_tracer_provider(), TracerProvider):
-        return lambda: None
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -183,6 +181,17 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None = None) -> Callab
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint or None)))
         log.info("exporting traces by OTLP to %s", otlp_endpoint or "the OTEL_EXPORTER_OTLP_* endpoint")
+    return provider
+
+
+def setup_tracing(service_name: str, otlp_endpoint: str | None = None) -> Callable[[], None]:
+    """Install :func:`tracer_provider` for this process; returns the shutdown callable that flushes
+    what is left to export. A provider installed before (a test's) is kept."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return lambda: None
+    provider = tracer_provider(service_name, otlp_endpoint)
     trace.set_tracer_provider(provider)
     return provider.shutdown
 
