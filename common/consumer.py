@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import Message
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +26,7 @@ from common.db import utcnow
 from common.events import DecodedEvent, UndecodableEvent, dead_letter_topic, decode
 from common.logs import log_context
 from common.outbox import Outbox
+from common.telemetry import SERVICE_ATTRIBUTE, context_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,10 @@ class EventConsumer:
         max_attempts: int = 5,
         max_records: int = 50,
         wait_for_capacity: Callable[[], Awaitable[None]] | None = None,
+        service: str = "",
     ) -> None:
         self.name = name
+        self.service = service or name
         self.consumer_factory = consumer_factory
         self.topics = topics
         self.handlers = handlers
@@ -149,11 +153,36 @@ class EventConsumer:
                 self._committed.pop(tp, None)
 
     async def _apply(self, record: ConsumerRecord) -> None:
+        """Apply one record inside a consumer span continuing the trace of the work that emitted it."""
+        headers = {key: value.decode(errors="replace") for key, value in record.headers or () if value is not None}
         try:
-            event = decode(record.value)
+            event: DecodedEvent | None = decode(record.value)
         except UndecodableEvent as exc:
-            await self._dead_letter(record, f"undecodable: {exc}", event_id=None)
-            return
+            event, undecodable = None, exc
+        if event is not None and "traceparent" not in headers:
+            headers = dict(event.envelope.trace_context)  # written by a producer that only filled the envelope
+        attributes = {
+            SERVICE_ATTRIBUTE: self.service,
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.consumer.group.name": self.name,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+        }
+        if event is not None:
+            attributes["messaging.message.id"] = event.envelope.event_id
+            attributes["scribe.event_type"] = event.event_type
+            attributes["scribe.note_id"] = event.envelope.note_id
+        with tracer().start_as_current_span(
+            f"process {record.topic}", context=context_from(headers), kind=SpanKind.CONSUMER, attributes=attributes
+        ):
+            if event is None:
+                await self._dead_letter(record, f"undecodable: {undecodable}", event_id=None)
+                return
+            await self._handle(record, event)
+
+    async def _handle(self, record: ConsumerRecord, event: DecodedEvent) -> None:
         handler = self.handlers.get(type(event.payload))
         envelope = event.envelope
         with log_context(note_id=envelope.note_id, tenant_id=envelope.tenant_id, event_id=envelope.event_id):

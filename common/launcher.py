@@ -48,6 +48,7 @@ class Child:
     env: dict[str, str]
     log_path: Path
     port: int
+    metrics_port: int = 0
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -141,7 +142,7 @@ class Launcher:
         ports = {name: _port(f"SCRIBE_{name.upper()}_GRPC_PORT", self.env) for name in SERVICES}
         addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
         for name in SERVICES:
-            env = {**base, f"SCRIBE_{name.upper()}_GRPC_PORT": str(ports[name])}
+            env = {**base, f"SCRIBE_{name.upper()}_GRPC_PORT": str(ports[name]), **self._metrics_env(name)}
             if name in database_urls:
                 env.setdefault(f"SCRIBE_{name.upper()}_DATABASE_URL", database_urls[name])
             if name == "query":
@@ -152,6 +153,7 @@ class Launcher:
             "SCRIBE_HTTP_PORT": str(self.http_port),
             "SCRIBE_BOOTSTRAP_API_KEY": self.api_key,
             **{f"SCRIBE_GATEWAY_{name.upper()}_ADDR": addresses[name] for name in SERVICES},
+            **self._metrics_env("gateway"),
         }
         if "gateway" in database_urls:
             gateway_env.setdefault("SCRIBE_GATEWAY_DATABASE_URL", database_urls["gateway"])
@@ -197,8 +199,13 @@ class Launcher:
             # the objects; the local S3 server is a stand-in, never what production runs).
             ensure_bucket(self.s3_endpoint, DEFAULT_BUCKET)
 
+    def _metrics_env(self, name: str) -> dict[str, str]:
+        """Each process its own /metrics port: SCRIBE_<NAME>_METRICS_PORT, else a free one."""
+        return {"SCRIBE_METRICS_PORT": str(_port(f"SCRIBE_{name.upper()}_METRICS_PORT", self.env))}
+
     def _add(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
-        self.children[name] = Child(name, command, env, self.data_dir / "logs" / f"{name}.log", port)
+        metrics_port = int(env.get("SCRIBE_METRICS_PORT", "0")) if name != "broker" else 0
+        self.children[name] = Child(name, command, env, self.data_dir / "logs" / f"{name}.log", port, metrics_port)
 
     def start_all(self) -> None:
         for child in self.children.values():
@@ -241,7 +248,12 @@ class Launcher:
             "gateway_url": f"http://127.0.0.1:{self.http_port}",
             "launcher_pid": os.getpid(),
             "children": {
-                name: {"pid": c.process.pid if c.process else None, "port": c.port, "restarts": c.restarts}
+                name: {
+                    "pid": c.process.pid if c.process else None,
+                    "port": c.port,
+                    "metrics_port": c.metrics_port,
+                    "restarts": c.restarts,
+                }
                 for name, c in self.children.items()
             },
         }
@@ -266,11 +278,18 @@ class Launcher:
 
     def banner(self) -> None:
         print("scribe: ready", flush=True)
-        print(f"  gateway        http://127.0.0.1:{self.http_port}  (REST: /notes/v1, docs: /docs)", flush=True)
+        gateway = self.children.get("gateway")
+        metrics = ""
+        if gateway is not None and gateway.metrics_port:
+            metrics = f", metrics: http://127.0.0.1:{gateway.metrics_port}/metrics"
+        print(f"  gateway        http://127.0.0.1:{self.http_port}  (REST: /notes/v1, docs: /docs{metrics})",
+              flush=True)
         print(f"  profile        {self.profile}", flush=True)
         for name in ("broker", "s3", *SERVICES):
             if name in self.children:
-                print(f"  {name:<14} 127.0.0.1:{self.children[name].port}", flush=True)
+                child = self.children[name]
+                metrics = f"  (metrics: http://127.0.0.1:{child.metrics_port}/metrics)" if child.metrics_port else ""
+                print(f"  {name:<14} 127.0.0.1:{child.port}{metrics}", flush=True)
         if self.profile == "prod":
             prefix = self.env.get("SCRIBE_POSTGRES_DATABASE_PREFIX", "scribe_")
             print(f"  postgres       {prefix}<service> on {self.env.get('SCRIBE_POSTGRES_URL', DEFAULT_POSTGRES_URL)}",

@@ -1,4 +1,4 @@
-"""JSON log lines with the note, tenant, event and trace ids of the work at hand.
+"""JSON log lines with the note, tenant, event ids of the work at hand and its trace and span ids.
 
 ``configure_logging`` is called once by each entry point; libraries only use
 ``logging.getLogger(__name__)``. Context ids are carried in context variables so that every line
@@ -15,7 +15,9 @@ from collections.abc import Iterator
 
 from pythonjsonlogger.json import JsonFormatter
 
-_CONTEXT_KEYS = ("note_id", "tenant_id", "event_id", "trace_id", "run_id")
+from common.telemetry import log_trace_ids
+
+_CONTEXT_KEYS = ("note_id", "tenant_id", "event_id", "run_id")
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("scribe_log_context", default={})
 
 
@@ -27,6 +29,10 @@ class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
         for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        # The current span's ids: a line can be found from its trace, and its trace from a line.
+        for key, value in log_trace_ids().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
@@ -53,7 +59,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 @contextlib.contextmanager
 def log_context(**ids: str | None) -> Iterator[None]:
-    """Attach ids (note_id, tenant_id, event_id, trace_id, run_id) to every line in the block."""
+    """Attach ids (note_id, tenant_id, event_id, run_id) to every line in the block.
+
+    ``trace_id`` and ``span_id`` need no attaching: every line carries those of the current span.
+    """
     merged = dict(_context.get())
     merged.update({k: v for k, v in ids.items() if k in _CONTEXT_KEYS and v})
     token = _context.set(merged)

@@ -17,6 +17,7 @@ from common.kafka import ensure_topics, make_consumer, make_producer
 from common.outbox import MessagingTables, Outbox, OutboxRelay, install_commit_hooks
 from common.runtime import ServiceRuntime
 from common.settings import ServiceSettings
+from common.telemetry import Sample
 
 
 class Messaging:
@@ -83,9 +84,24 @@ class Messaging:
             ensure_topics=self.ensure_topics,
             max_records=max_records,
             wait_for_capacity=wait_for_capacity,
+            service=s.service_name,
         )
         self.consumers.append(consumer)
         return consumer
+
+    async def gauges(self) -> list[Sample]:
+        """Outbox backlog and age, and each consumer's lag per partition, for /metrics."""
+        service = self.settings.service_name
+        backlog, oldest_age_s = await self.relay.backlog()
+        samples: list[Sample] = [
+            ("scribe_outbox_backlog", {"service": service}, backlog),
+            ("scribe_outbox_oldest_age_seconds", {"service": service}, oldest_age_s),
+        ]
+        for consumer in self.consumers:
+            for tp, lag in (await consumer.lag_by_partition()).items():
+                labels = {"service": service, "group": consumer.name, "topic": tp.topic, "partition": str(tp.partition)}
+                samples.append(("scribe_consumer_lag", labels, lag))
+        return samples
 
     def start(self, runtime: ServiceRuntime) -> None:
         """Start relay and consumers; register their drain on the runtime's shutdown."""

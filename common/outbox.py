@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -36,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.db import UTCDateTime, is_sqlite, utcnow
 from common.events import new_envelope, topic_for
+from common.telemetry import context_from, current_trace_headers, tracer
 from scribe.events.v1 import events_pb2 as ev
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,10 @@ class Outbox:
         note_id: str,
         trace_context: dict[str, str] | None = None,
     ) -> ev.EventEnvelope:
+        """Write ``payload`` as an event in the caller's transaction, with the current trace context
+        (or ``trace_context``) in its envelope and in the headers the relay will send."""
+        if trace_context is None:
+            trace_context = current_trace_headers()
         envelope = new_envelope(
             payload,
             tenant_id=tenant_id,
@@ -117,13 +124,15 @@ class Outbox:
             topic=topic_for(type(payload), self.topic_prefix),
             key=note_id,
             value=envelope.SerializeToString(),
-            headers={"event_type": envelope.event_type, "event_id": envelope.event_id},
+            headers={**trace_context, "event_type": envelope.event_type, "event_id": envelope.event_id},
         )
         return envelope
 
     async def enqueue_raw(
         self, session: AsyncSession, *, event_id: str, topic: str, key: str, value: bytes, headers: dict[str, str]
     ) -> None:
+        # The trace context travels in the row's headers: the relay sends them as the message's.
+        headers = {**current_trace_headers(), **headers}
         await session.execute(
             insert(self.table).values(
                 event_id=event_id, topic=topic, message_key=key, payload=value, headers=headers, created_at=utcnow()
@@ -131,6 +140,13 @@ class Outbox:
         )
         # The relay polls anyway; waking it after the caller's commit only cuts latency.
         session.sync_session.info.setdefault("after_commit", []).extend(self._listeners)
+
+
+def _with_span(headers: dict[str, str], span) -> dict[str, str]:
+    """The row's headers with the trace context of its publish span (the consumers' parent)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return {**headers, **carrier}
 
 
 def install_commit_hooks(session_maker: async_sessionmaker[AsyncSession]) -> None:
@@ -233,16 +249,35 @@ class OutboxRelay:
             if not rows:
                 return 0
             await self._ensure_topics_now_and_then()
-            futures = [
-                await self._producer.send(
-                    row.topic,
-                    value=row.payload,
-                    key=row.message_key.encode(),
-                    headers=[(k, str(v).encode()) for k, v in (row.headers or {}).items()],
+            # A producer span per message, in the trace of the work that wrote the row.
+            spans = [
+                tracer().start_span(
+                    f"publish {row.topic}",
+                    context=context_from(row.headers),
+                    kind=SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.operation.type": "send",
+                        "messaging.destination.name": row.topic,
+                        "messaging.message.id": row.event_id,
+                    },
                 )
                 for row in rows
             ]
-            await asyncio.gather(*futures)
+            try:
+                futures = [
+                    await self._producer.send(
+                        row.topic,
+                        value=row.payload,
+                        key=row.message_key.encode(),
+                        headers=[(k, str(v).encode()) for k, v in _with_span(row.headers or {}, span).items()],
+                    )
+                    for row, span in zip(rows, spans, strict=True)
+                ]
+                await asyncio.gather(*futures)
+            finally:
+                for span in spans:
+                    span.end()
             await session.execute(
                 update(self.table).where(self.table.c.id.in_([r.id for r in rows])).values(sent_at=utcnow())
             )

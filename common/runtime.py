@@ -20,6 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from common.telemetry import ServerTelemetryInterceptor, client_interceptors
+
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -39,7 +41,8 @@ class ServiceRuntime:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
+            interceptors=[ServerTelemetryInterceptor(name)],
         )
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -118,5 +121,8 @@ CHANNEL_OPTIONS = [
 
 
 def open_channel(address: str) -> grpc.aio.Channel:
-    """A long-lived client channel to another service, with the same message limits as its server."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    """A long-lived client channel to another service, with the same message limits as its server.
+
+    Every call carries the caller's trace context in its metadata (and gets a client span).
+    """
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=client_interceptors())

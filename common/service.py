@@ -20,6 +20,7 @@ from common.messaging import Messaging
 from common.outbox import MessagingTables
 from common.runtime import ServiceRuntime, run_main
 from common.settings import ServiceSettings
+from common.telemetry import GaugeSource, register_gauges, setup_tracing, start_metrics_server
 
 
 @dataclass
@@ -55,9 +56,19 @@ class ServiceCore:
         )
         return cls(url, engine, session_maker, Messaging(settings, engine, session_maker, tables), runtime)
 
+    def add_gauges(self, source: GaugeSource) -> None:
+        """Have ``source`` read at every scrape of /metrics, until the service shuts down."""
+        unregister = register_gauges(self.runtime.name, source)
+
+        async def stop() -> None:
+            unregister()
+
+        self.runtime.on_shutdown("metrics", stop, phase="final")
+
     async def start(self) -> None:
         """Serve gRPC and start relay and consumers; at shutdown, flush the outbox and close the database."""
         await self.runtime.start()
+        self.add_gauges(self.messaging.gauges)
         self.messaging.start(self.runtime)
         self.messaging.register_final_flush(self.runtime)
         self.runtime.on_shutdown("database", self.engine.dispose, phase="final")
@@ -71,13 +82,21 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
 def serve(make_settings: Callable[[], SettingsT], build: Callable[[SettingsT], Awaitable[_Running]]) -> None:
-    """A service process: settings from the environment, JSON logs, run until SIGTERM, exit 0."""
+    """A service process: settings from the environment, JSON logs, metrics and traces, run until
+    SIGTERM, exit 0."""
 
     async def main() -> None:
         settings = make_settings()
         configure_logging(settings.service_name, settings.log_level)
-        service = await build(settings)
-        service.runtime.install_signal_handlers()
-        await service.runtime.wait()
+        stop_tracing = setup_tracing(settings.service_name, settings.otlp_endpoint)
+        stop_metrics = start_metrics_server(settings.metrics_port, settings.metrics_host)
+        try:
+            service = await build(settings)
+            service.runtime.install_signal_handlers()
+            await service.runtime.wait()
+        finally:
+            if stop_metrics is not None:
+                stop_metrics()
+            stop_tracing()
 
     run_main(main)

@@ -30,6 +30,15 @@ class ServiceSettings(BaseSettings):
     )
     data_dir: Path = shared("data_dir", default=Path("./var"), description="Root of SQLite files and local blobs.")
     log_level: str = shared("log_level", default="INFO", description="Root log level.")
+    metrics_port: int = shared(
+        "metrics_port", default=0, ge=0, le=65535, description="Port of the Prometheus /metrics server; 0: none."
+    )
+    metrics_host: str = shared("metrics_host", default="127.0.0.1", description="Interface /metrics binds.")
+    otlp_endpoint: str | None = shared(
+        "otlp_endpoint",
+        default=None,
+        description="OTLP/gRPC collector for traces (http://host:4317); else OTEL_EXPORTER_OTLP_ENDPOINT; else none.",
+    )
     kafka_bootstrap: str = shared(
         "kafka_bootstrap", default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
     )

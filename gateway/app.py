@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.db import create_engine, migrate, session_factory
+from common.telemetry import HTTP_REQUEST_DURATION, HTTP_REQUESTS, SERVICE_ATTRIBUTE, context_from, tracer
 from gateway.backends import Backends
 from gateway.config import GatewaySettings
 from gateway.errors import BodySizeLimitMiddleware, install_error_handlers
@@ -77,6 +79,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans put the query string (patient names) in ``url.query``;
+        # AccessLogMiddleware makes the request span instead, with the route template only.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.include_router(notes.router)
@@ -133,10 +138,11 @@ def _document_errors_as_answered(app: FastAPI) -> None:
 
 
 class AccessLogMiddleware:
-    """One log line per request: method, route template, status, duration.
+    """Per request: a server span (continuing the caller's ``traceparent``), the request metrics,
+    and one log line: method, route template, status, duration.
 
     The route template, not the URL: query strings carry patient names (``?name=Rex``), which
-    must not reach the logs.
+    must not reach the logs, the metric labels or the span names.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -148,6 +154,12 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        method = scope.get("method", "")
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope.get("headers", ())
+            if name in (b"traceparent", b"tracestate")
+        }
 
         async def tracking_send(message: Message) -> None:
             nonlocal status
@@ -155,16 +167,30 @@ class AccessLogMiddleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, tracking_send)
-        finally:
-            route = scope.get("route")
-            log.info(
-                "request",
-                extra={
-                    "method": scope.get("method"),
-                    "route": getattr(route, "path", None) or "unmatched",
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+        with tracer().start_as_current_span(
+            method,
+            context=context_from(carrier),
+            kind=SpanKind.SERVER,
+            attributes={SERVICE_ATTRIBUTE: "gateway", "http.request.method": method},
+        ) as span:
+            try:
+                await self.app(scope, receive, tracking_send)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                duration_s = time.perf_counter() - started
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                HTTP_REQUESTS.labels(route, method, str(status)).inc()
+                HTTP_REQUEST_DURATION.labels(route, method).observe(duration_s)
+                log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration_s * 1000, 1),
+                    },
+                )

@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from common.logs import configure_logging
+from common.telemetry import setup_tracing, start_metrics_server
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 
@@ -53,12 +54,19 @@ def main() -> None:
         log.error("invalid settings: %s", problems)
         sys.exit(1)
     configure_logging("gateway", settings.log_level)
+    stop_tracing = setup_tracing("gateway", settings.otlp_endpoint)
+    stop_metrics = start_metrics_server(settings.metrics_port, settings.metrics_host)
     server = build_server(settings)
     # Uvicorn restores the handlers it found and raises the signal again once it has shut down
     # gracefully; finding these, a stop on SIGTERM or SIGINT ends with status 0, not a signal death.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_cleanly)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        stop_tracing()
     sys.exit(0 if server.started else 1)
 
 

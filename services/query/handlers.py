@@ -33,6 +33,7 @@ from common.consumer import PermanentError
 from common.db import utcnow
 from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
+from common.telemetry import Sample
 from scribe.events.v1 import events_pb2 as ev
 from scribe.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from scribe.query.v1 import query_pb2 as pb
@@ -539,6 +540,13 @@ class NoteReader:
         self.session_maker = session_maker
         self.ingestion = ingestion
         self.lag_source = lag_source
+
+    async def gauges(self) -> list[Sample]:
+        """Notes in the read model by status, for /metrics."""
+        async with self.session_maker() as session:
+            counts = dict((await session.execute(select(NoteRow.status, func.count()).group_by(NoteRow.status))).all())
+        statuses = dict.fromkeys(("pending", "processing", "completed", "failed"), 0) | counts
+        return [("scribe_notes", {"status": status}, count) for status, count in statuses.items()]
 
     # -- single notes --------------------------------------------------------------------------
 

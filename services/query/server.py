@@ -41,6 +41,7 @@ async def build_service(settings: QuerySettings) -> QueryService:
     reader = NoteReader(settings, core.session_maker, ingestion, consumer)
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(reader), core.runtime.server)
     await core.start()
+    core.add_gauges(reader.gauges)
     if channel is not None:
         # Closed once the server has stopped, so that reads still in flight can finish.
         core.runtime.on_shutdown("ingestion channel", channel.close, phase="final")

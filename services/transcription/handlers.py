@@ -32,6 +32,14 @@ from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
 from common.logs import log_context
 from common.outbox import Outbox
+from common.telemetry import (
+    SERVICE_ATTRIBUTE,
+    TRANSCRIPTION_REALTIME_FACTOR,
+    Sample,
+    context_from,
+    current_trace_headers,
+    tracer,
+)
 from scribe.events.v1 import events_pb2 as ev
 from scribe.types.v1 import types_pb2 as types
 from services.transcription.config import TranscriptionSettings
@@ -136,6 +144,7 @@ class TranscriptionHandlers:
                     tries=0,
                     created_at=utcnow(),
                     segments=[],
+                    trace_context=current_trace_headers() or None,
                 )
             )
             if (payload.run.attempt or 1) > 1:
@@ -173,6 +182,23 @@ class TranscriptionHandlers:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), 1.0)
 
+    async def gauges(self) -> list[Sample]:
+        """Jobs queued and running (leased), for /metrics."""
+        async with self.session_maker() as session:
+            counts = dict(
+                (
+                    await session.execute(
+                        select(JobRow.status, func.count())
+                        .where(JobRow.status.in_(("queued", "running")))
+                        .group_by(JobRow.status)
+                    )
+                ).all()
+            )
+        return [
+            ("scribe_transcription_queue_depth", {"state": state}, counts.get(state, 0))
+            for state in ("queued", "running")
+        ]
+
     async def _queued_count(self) -> int:
         async with self.session_maker() as session:
             return int(await session.scalar(select(func.count()).where(JobRow.status == "queued")) or 0)
@@ -208,7 +234,14 @@ class TranscriptionHandlers:
                 continue
             self._active.add(job.run_id)
             try:
-                with log_context(note_id=job.note_id, tenant_id=job.tenant_id, run_id=job.run_id):
+                with (
+                    tracer().start_as_current_span(
+                        "transcribe",
+                        context=context_from(job.trace_context),
+                        attributes={SERVICE_ATTRIBUTE: self.settings.service_name, "scribe.run_id": job.run_id},
+                    ),
+                    log_context(note_id=job.note_id, tenant_id=job.tenant_id, run_id=job.run_id),
+                ):
                     await self._run(job)
             finally:
                 self._active.discard(job.run_id)
@@ -247,6 +280,7 @@ class TranscriptionHandlers:
                     ev.TranscriptionStarted(run=self._run_ref(job)),
                     tenant_id=job.tenant_id,
                     note_id=job.note_id,
+                    trace_context=job.trace_context or None,
                 )
                 return job
         return None
@@ -265,6 +299,7 @@ class TranscriptionHandlers:
                 self._progress[job.run_id] = done
                 reporter.report(done)
 
+            started = time.perf_counter()
             # The decoder reads a decrypted copy of the audio, removed as soon as it is done.
             async with self.blobs.decrypted_file(job.blob_key) as path:
                 result = await asyncio.to_thread(
@@ -306,6 +341,9 @@ class TranscriptionHandlers:
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
+        elapsed_s = time.perf_counter() - started
+        if result.duration_ms > 0 and elapsed_s > 0:
+            TRANSCRIPTION_REALTIME_FACTOR.observe(result.duration_ms / 1000 / elapsed_s)
         async with self.session_maker() as session, session.begin():
             row = await session.get(JobRow, job.run_id)
             if row is None or row.owner != self.worker_id or row.status != "running":

@@ -40,6 +40,8 @@ class JobRow(Base):
     segments: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
     failure_code: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     failure_message: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
+    # W3C trace context of the event that queued the job: the worker's spans continue its trace.
+    trace_context: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_note", "note_id"),

@@ -73,6 +73,7 @@ async def build_service(
     )
     build_consumer(core.messaging, handlers)
     await core.start()
+    core.add_gauges(handlers.gauges)
     handlers.start_workers()
     # After the consumers' drain step: no new job is queued while the workers hand theirs back.
     core.runtime.on_shutdown("workers", handlers.stop_workers)
