@@ -32,10 +32,10 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
                         )
                     yield message.chunk
 
-            upload = await self.handlers.upload(first.metadata, chunks())
+            upload, replayed = await self.handlers.upload(first.metadata, chunks())
         except ServiceError as exc:
             await abort(context, exc)
-        return pb.UploadAudioResponse(upload=upload)
+        return pb.UploadAudioResponse(upload=upload, replayed=replayed)
 
     async def GetUpload(self, request: pb.GetUploadRequest, context) -> pb.GetUploadResponse:
         try:

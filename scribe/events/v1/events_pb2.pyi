@@ -228,6 +228,9 @@ class TranscriptionCompleted(_message.Message):
 
     RUN_FIELD_NUMBER: _builtins.int
     TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    kind: _types_pb2.RequestKind.ValueType
+    """The upload's kind: a transcription-only request ends here (no note is generated)."""
     @_builtins.property
     def run(self) -> _types_pb2.RunRef: ...
     @_builtins.property
@@ -237,10 +240,11 @@ class TranscriptionCompleted(_message.Message):
         *,
         run: _types_pb2.RunRef | None = ...,
         transcript: _types_pb2.Transcript | None = ...,
+        kind: _types_pb2.RequestKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "transcript", b"transcript"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "transcript", b"transcript"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "run", b"run", "transcript", b"transcript"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,7 +57,9 @@ class IngestionServiceServicer:
     def UploadAudio(self, request_iterator, context):
         """Client-streaming upload: the first message carries the metadata, every later one a chunk of
         audio. Nothing is committed (blob, row, event) unless the whole audio is within the size limit
-        and decodes as audio.
+        and decodes as audio. With a note.client_request_id, an upload of the tenant with that id
+        and the same content (audio and parameters) is answered again (replayed = true); with other
+        content it is ALREADY_EXISTS IDEMPOTENCY_CONFLICT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

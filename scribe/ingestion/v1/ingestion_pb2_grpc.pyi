@@ -34,7 +34,9 @@ class IngestionServiceStub:
     UploadAudio: _grpc.StreamUnaryMultiCallable[_ingestion_pb2.UploadAudioRequest, _ingestion_pb2.UploadAudioResponse]
     """Client-streaming upload: the first message carries the metadata, every later one a chunk of
     audio. Nothing is committed (blob, row, event) unless the whole audio is within the size limit
-    and decodes as audio.
+    and decodes as audio. With a note.client_request_id, an upload of the tenant with that id
+    and the same content (audio and parameters) is answered again (replayed = true); with other
+    content it is ALREADY_EXISTS IDEMPOTENCY_CONFLICT.
     """
     GetUpload: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.GetUploadRequest, _ingestion_pb2.GetUploadResponse]
     """What ingestion knows of a note; used for read-your-writes before projections catch up."""
@@ -50,7 +52,9 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     UploadAudio: _aio.StreamUnaryMultiCallable[_ingestion_pb2.UploadAudioRequest, _ingestion_pb2.UploadAudioResponse]  # type: ignore[assignment]
     """Client-streaming upload: the first message carries the metadata, every later one a chunk of
     audio. Nothing is committed (blob, row, event) unless the whole audio is within the size limit
-    and decodes as audio.
+    and decodes as audio. With a note.client_request_id, an upload of the tenant with that id
+    and the same content (audio and parameters) is answered again (replayed = true); with other
+    content it is ALREADY_EXISTS IDEMPOTENCY_CONFLICT.
     """
     GetUpload: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.GetUploadRequest, _ingestion_pb2.GetUploadResponse]  # type: ignore[assignment]
     """What ingestion knows of a note; used for read-your-writes before projections catch up."""
@@ -69,7 +73,9 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ingestion_pb2.UploadAudioResponse, _abc.Awaitable[_ingestion_pb2.UploadAudioResponse]]:
         """Client-streaming upload: the first message carries the metadata, every later one a chunk of
         audio. Nothing is committed (blob, row, event) unless the whole audio is within the size limit
-        and decodes as audio.
+        and decodes as audio. With a note.client_request_id, an upload of the tenant with that id
+        and the same content (audio and parameters) is answered again (replayed = true); with other
+        content it is ALREADY_EXISTS IDEMPOTENCY_CONFLICT.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,321 @@
+"""Seed 002's async transcription and the webhooks, over HTTP against the running system.
+
+One system is started as ``make run`` starts it, with webhook retries shortened. A webhook receiver
+runs in the test on loopback: one path fails its first two calls (500) then accepts, one refuses
+(400). Two requests are transcribed (speech and silence); everything else checks contracts: both
+auth styles and their 401, the client id's idempotency (same content: same request; other
+content: 409), the seed's 422 for a too-short transcript, the delivery log and replay, the
+signatures during a secret rotation, and the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import render
+from tests.support.speech import make_silence
+from tests.support.system import RunningSystem, start_system
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+TURNS = [
+    ("doctor", "Good morning. What brings you in today?"),
+    ("patient", "I have had a bad cough and a fever for five days."),
+]
+# The seed's own examples.
+SEED_ID = "98FCE1EF-DBCA-41EF-8BC7-4D1621AC07C6"
+SEED_ITEM = {"text": "Also, I’m allergic to peanuts.", "speaker": "patient", "start_time_ms": 65100, "end_time_ms": 69300}
+UNAUTHORIZED = {"error": "unauthorized", "message": "Invalid or missing API key", "code": "UNAUTHORIZED", "details": {}}
+ITEM_KEYS = {"text", "speaker", "start_time_ms", "end_time_ms"}
+
+
+class Receiver:
+    """A webhook receiver on loopback: records every call; ``/flaky`` answers 500 twice then 200,
+    ``/reject`` answers ``reject_status`` (400), anything else 200."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.reject_status = 400
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver.lock:
+                    seen = sum(1 for call in receiver.calls if call["path"] == self.path)
+                    receiver.calls.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                    if self.path == "/flaky":
+                        status = 500 if seen < 2 else 200
+                    elif self.path == "/reject":
+                        status = receiver.reject_status
+                    else:
+                        status = 200
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def on(self, path: str) -> list[dict]:
+        with self.lock:
+            return [call for call in self.calls if call["path"] == path]
+
+    def wait_for(self, path: str, count: int, timeout_s: float = 240) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            calls = self.on(path)
+            if len(calls) >= count:
+                return calls
+            time.sleep(0.2)
+        raise TimeoutError(f"{path}: {len(self.on(path))} calls, expected {count}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def signatures(call: dict) -> list[str]:
+    header = call["headers"]["x-scribe-signature"]
+    return [part.strip().removeprefix("v1=") for part in header.split(",")]
+
+
+def signed_by(call: dict, secret: str) -> bool:
+    expected = hmac.new(
+        secret.encode(), call["headers"]["x-scribe-timestamp"].encode() + b"." + call["body"], hashlib.sha256
+    ).hexdigest()
+    return any(hmac.compare_digest(expected, signature) for signature in signatures(call))
+
+
+class Env:
+    def __init__(self, system: RunningSystem, receiver: Receiver, audio: dict[str, Path]) -> None:
+        self.system, self.receiver, self.audio = system, receiver, audio
+        self.ids: dict[str, str] = {}
+        self.secret = ""
+
+    def client(self, **headers: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.system.base_url, headers=headers or {"X-API-KEY": self.system.api_key}, timeout=60
+        )
+
+
+def post_audio(client: httpx.Client, audio: Path, **fields: str) -> httpx.Response:
+    with open(audio, "rb") as handle:
+        return client.post("/transcribe-async", files={"audio": (audio.name, handle, "audio/wav")}, data=fields)
+
+
+def wait_async(client: httpx.Client, request_id: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = client.get(f"/transcribe-async/{request_id}")
+        if response.status_code != 503:
+            assert response.status_code == 200, response.text
+            if response.json()["status"] != "ongoing":
+                return response.json()
+        time.sleep(0.5)
+    raise TimeoutError(request_id)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, model_dir) -> Iterator[Env]:
+    folder = tmp_path_factory.mktemp("async")
+    receiver = Receiver()
+    system = start_system(
+        folder / "system",
+        model_dir,
+        extra_env={
+            "SCRIBE_QUERY_WEBHOOK_BACKOFF_BASE_S": "0.3",
+            "SCRIBE_QUERY_WEBHOOK_POLL_S": "0.2",
+            "SCRIBE_QUERY_WEBHOOK_TIMEOUT_S": "3",
+            "SCRIBE_QUERY_WEBHOOK_RETRY_WINDOW_S": "60",
+        },
+    )
+    try:
+        (folder / "speech").mkdir()
+        audio = {
+            "speech": render(TURNS, "en", folder / "speech" / "visit.wav"),
+            "silence": make_silence(folder / "speech" / "silence.wav", 3),
+        }
+        env = Env(system, receiver, audio)
+        with env.client() as client:
+            # The tenant's secret first, so that the signatures can be checked.
+            config = client.put("/webhooks/v1/config", json={"url": f"{receiver.url}/tenant"})
+            assert config.status_code == 200, config.text
+            env.secret = config.json()["data"]["secret"]
+            assert env.secret.startswith(config.json()["data"]["secret_prefix"])
+            speech = post_audio(client, audio["speech"], id=SEED_ID, callback_url=f"{receiver.url}/flaky", language="en")
+            assert speech.status_code == 202, speech.text
+            env.ids["speech"] = speech.json()["id"]
+            env.first_answer = speech.json()  # type: ignore[attr-defined]
+            silent = post_audio(client, audio["silence"], callback_url=f"{receiver.url}/reject")
+            assert silent.status_code == 202, silent.text
+            env.ids["silence"] = silent.json()["id"]
+        yield env
+    finally:
+        receiver.close()
+        code = system.stop()
+        assert code == 0, system.logs("launcher")
+
+
+def test_post_answers_at_once_with_the_request_id_and_client_id(env):
+    body = env.first_answer
+    assert body == {"id": body["id"], "client_id": SEED_ID, "status": "ongoing"}
+    assert str(uuid.UUID(body["id"])) == body["id"]
+
+
+def test_both_auth_styles_and_their_401(env):
+    request_id = env.ids["speech"]
+    with env.client(Authorization=f"Bearer {env.system.api_key}") as bearer:
+        assert bearer.get(f"/transcribe-async/{request_id}").status_code == 200
+        assert bearer.get("/webhooks/v1/config").status_code == 200
+    for headers in ({}, {"X-API-KEY": "sk_live_nope"}, {"Authorization": "Bearer sk_live_nope"}):
+        with httpx.Client(base_url=env.system.base_url, headers=headers, timeout=30) as client:
+            for response in (
+                client.get(f"/transcribe-async/{request_id}"),
+                post_audio(client, env.audio["silence"]),
+                client.get("/webhooks/v1/deliveries"),
+                client.post("/generate-note", json={"transcript": [SEED_ITEM]}),
+            ):
+                assert response.status_code == 401, (headers, response.text)
+                assert response.json() == UNAUTHORIZED
+
+
+def test_succeeded_transcript_in_the_seeds_shape_and_no_note(env):
+    with env.client() as client:
+        body = wait_async(client, env.ids["speech"])
+        assert body["status"] == "succeeded", body
+        assert (body["id"], body["client_id"]) == (env.ids["speech"], SEED_ID)
+        items = body["payload"]["transcript"]
+        assert items and all(set(item) == ITEM_KEYS for item in items)
+        assert all(item["speaker"] in {"doctor", "patient", "unspecified"} for item in items)
+        assert all(item["end_time_ms"] >= item["start_time_ms"] for item in items)
+        assert [item["start_time_ms"] for item in items] == sorted(item["start_time_ms"] for item in items)
+        assert "fever" in " ".join(item["text"] for item in items).lower()
+        # The seed's example id, uppercase, reads the same request.
+        assert client.get(f"/transcribe-async/{env.ids['speech'].upper()}").json() == body
+        # A transcription request makes no note.
+        time.sleep(2)
+        assert client.get("/notes/v1/notes").json()["meta"]["total"] == 0
+        assert client.get(f"/notes/v1/notes/{env.ids['speech']}").json()["data"]["note_sections"] == []
+        unknown = client.get(f"/transcribe-async/{uuid.uuid4()}")
+        assert unknown.status_code == 404 and unknown.json()["code"] == "REQUEST_NOT_FOUND"
+        assert client.get("/transcribe-async/not-an-id").status_code == 400
+
+
+def test_failed_reports_the_reason(env):
+    with env.client() as client:
+        body = wait_async(client, env.ids["silence"])
+    assert body["status"] == "failed"
+    assert "client_id" not in body
+    assert body["payload"]["code"] == "NO_SPEECH" and body["payload"]["message"]
+
+
+def test_client_id_is_an_idempotency_key(env):
+    with env.client() as client:
+        again = post_audio(client, env.audio["speech"], id=SEED_ID, callback_url=f"{env.receiver.url}/flaky",
+                           language="en")
+        assert again.status_code == 202, again.text
+        assert again.json()["id"] == env.ids["speech"] and again.headers["idempotent-replayed"] == "true"
+        for conflicting in (
+            post_audio(client, env.audio["silence"], id=SEED_ID, callback_url=f"{env.receiver.url}/flaky",
+                       language="en"),
+            post_audio(client, env.audio["speech"], id=SEED_ID, language="pt"),
+        ):
+            assert conflicting.status_code == 409, conflicting.text
+            assert conflicting.json()["code"] == "IDEMPOTENCY_CONFLICT"
+        too_long = post_audio(client, env.audio["speech"], id="x" * 129)
+        assert too_long.status_code == 400 and too_long.json()["code"] == "VALIDATION_ERROR"
+
+
+def test_generate_note_422_when_the_transcript_is_too_short(env):
+    with env.client() as client:
+        response = client.post("/generate-note", json={"transcript": [SEED_ITEM]})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "TRANSCRIPT_TOO_SHORT"
+
+
+def test_webhook_retried_after_two_500s_is_delivered_signed_and_logged(env):
+    calls = env.receiver.wait_for("/flaky", 3)
+    assert len(calls) == 3
+    with env.client() as client:
+        current = client.get(f"/transcribe-async/{env.ids['speech']}").json()
+        assert json.loads(calls[2]["body"]) == current  # the same JSON as the GET answers
+        assert all(signed_by(call, env.secret) for call in calls)
+        assert calls[2]["headers"]["x-scribe-event"] == "transcription.succeeded"
+        listing = client.get("/webhooks/v1/deliveries", params={"request_id": env.ids["speech"]}).json()["data"]
+        assert len(listing) == 1 and listing[0]["status"] == "succeeded"
+        detail = client.get(f"/webhooks/v1/deliveries/{listing[0]['id']}").json()["data"]
+    assert [attempt["status_code"] for attempt in detail["attempts"]] == [500, 500, 200]
+    assert [attempt["attempt"] for attempt in detail["attempts"]] == [1, 2, 3]
+    assert all(attempt["duration_ms"] >= 0 and attempt["attempted_at"] for attempt in detail["attempts"])
+    # Nothing else arrived: one terminal state, one delivery; the tenant URL was not used for it.
+    time.sleep(1)
+    assert len(env.receiver.on("/flaky")) == 3
+
+
+def test_a_400_gets_one_attempt_then_replay_and_rotation(env):
+    calls = env.receiver.wait_for("/reject", 1)
+    time.sleep(2)  # back-off would have retried by now
+    assert len(env.receiver.on("/reject")) == 1
+    assert json.loads(calls[0]["body"])["status"] == "failed"
+    with env.client() as client:
+        deliveries = client.get("/webhooks/v1/deliveries", params={"request_id": env.ids["silence"]}).json()["data"]
+        assert len(deliveries) == 1
+        delivery = client.get(f"/webhooks/v1/deliveries/{deliveries[0]['id']}").json()["data"]
+        assert delivery["status"] == "failed" and delivery["attempt_count"] == 1
+        assert [attempt["status_code"] for attempt in delivery["attempts"]] == [400]
+
+        # The receiver is fixed; the secret rotates; a replay is signed by both secrets.
+        env.receiver.reject_status = 200
+        rotated = client.post("/webhooks/v1/secret/rotate", json={"overlap_s": 3600})
+        assert rotated.status_code == 200, rotated.text
+        new_secret = rotated.json()["data"]["secret"]
+        assert new_secret != env.secret and rotated.json()["data"]["previous_secret_expires_at"]
+        assert "secret" not in client.get("/webhooks/v1/config").json()["data"]
+        replay = client.post(f"/webhooks/v1/deliveries/{delivery['id']}/replay")
+        assert replay.status_code == 200, replay.text
+        calls = env.receiver.wait_for("/reject", 2, timeout_s=30)
+        assert len(signatures(calls[1])) == 2
+        assert signed_by(calls[1], new_secret) and signed_by(calls[1], env.secret)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            delivery = client.get(f"/webhooks/v1/deliveries/{delivery['id']}").json()["data"]
+            if delivery["status"] == "succeeded":
+                break
+            time.sleep(0.2)
+        assert [attempt["status_code"] for attempt in delivery["attempts"]] == [400, 200]
+        missing = client.get(f"/webhooks/v1/deliveries/{uuid.uuid4()}")
+        assert missing.status_code == 404
+
+
+def test_openapi_documents_the_new_surfaces(env):
+    with httpx.Client(base_url=env.system.base_url) as client:
+        document = client.get("/openapi.json").json()
+    paths = document["paths"]
+    post = paths["/transcribe-async"]["post"]
+    assert "multipart/form-data" in post["requestBody"]["content"]
+    assert {"202", "401", "409"} <= set(post["responses"])
+    assert "/transcribe-async/{request_id}" in paths
+    schema = document["components"]["schemas"]["AsyncTranscription"]
+    assert schema["properties"]["status"]["enum"] == ["ongoing", "failed", "succeeded"]
+    for path in ("/webhooks/v1/config", "/webhooks/v1/secret/rotate", "/webhooks/v1/deliveries",
+                 "/webhooks/v1/deliveries/{delivery_id}", "/webhooks/v1/deliveries/{delivery_id}/replay"):
+        assert path in paths
+    assert {"ApiKey", "Bearer"} <= set(document["components"]["securitySchemes"])
