@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import render
+from tests.e2e.test_notes_api import admin
 from tests.support.speech import make_silence
 from tests.support.system import RunningSystem, start_system
 
@@ -167,6 +168,15 @@ def env(tmp_path_factory, model_dir) -> Iterator[Env]:
             silent = post_audio(client, audio["silence"], callback_url=f"{receiver.url}/reject")
             assert silent.status_code == 202, silent.text
             env.ids["silence"] = silent.json()["id"]
+            # A note of the Notes API: its outcome goes to the tenant's URL.
+            with open(audio["speech"], "rb") as handle:
+                note = client.post("/notes/v1/notes", files={"audio": ("visit.wav", handle, "audio/wav")},
+                                   data={"name": "Rex", "language": "en"})
+            assert note.status_code == 201, note.text
+            env.ids["note"] = note.json()["data"]["id"]
+        env.other_key = admin(system, "key", "create", "--tenant", "default", "--role", "viewer", "--test")["key"]
+        admin(system, "tenant", "create", "clinic-b", "--name", "Clinic B")
+        env.foreign_key = admin(system, "key", "create", "--tenant", "clinic-b", "--role", "admin", "--test")["key"]
         yield env
     finally:
         receiver.close()
@@ -210,13 +220,37 @@ def test_succeeded_transcript_in_the_seeds_shape_and_no_note(env):
         assert "fever" in " ".join(item["text"] for item in items).lower()
         # The seed's example id, uppercase, reads the same request.
         assert client.get(f"/transcribe-async/{env.ids['speech'].upper()}").json() == body
-        # A transcription request makes no note.
+        # A transcription request makes no note, and is not listed among the notes.
         time.sleep(2)
-        assert client.get("/notes/v1/notes").json()["meta"]["total"] == 0
+        assert [note["id"] for note in client.get("/notes/v1/notes").json()["data"]] == [env.ids["note"]]
         assert client.get(f"/notes/v1/notes/{env.ids['speech']}").json()["data"]["note_sections"] == []
         unknown = client.get(f"/transcribe-async/{uuid.uuid4()}")
         assert unknown.status_code == 404 and unknown.json()["code"] == "REQUEST_NOT_FOUND"
         assert client.get("/transcribe-async/not-an-id").status_code == 400
+
+
+def test_other_tenants_see_nothing(env):
+    with env.client(**{"X-API-KEY": env.foreign_key}) as foreign:
+        response = foreign.get(f"/transcribe-async/{env.ids['speech']}")
+        assert response.status_code == 404 and response.json()["code"] == "REQUEST_NOT_FOUND"
+        assert foreign.get("/webhooks/v1/deliveries").json()["data"] == []
+        # Their own client id space: the same id is a new request of theirs, not a conflict.
+        response = post_audio(foreign, env.audio["silence"], id=SEED_ID)
+        assert response.status_code == 202 and response.json()["id"] != env.ids["speech"]
+    with env.client(**{"X-API-KEY": env.other_key}) as viewer:
+        assert viewer.get(f"/transcribe-async/{env.ids['speech']}").status_code == 200
+        response = post_audio(viewer, env.audio["silence"])
+        assert response.status_code == 403 and response.json()["code"] == "INSUFFICIENT_ROLE"
+        assert viewer.post("/webhooks/v1/secret/rotate").status_code == 403
+
+
+def test_a_note_reaching_completed_is_sent_to_the_tenant_url(env):
+    calls = env.receiver.wait_for("/tenant", 1)
+    assert calls[0]["headers"]["x-scribe-event"] == "note.completed"
+    assert json.loads(calls[0]["body"]) == {
+        "data": {"id": env.ids["note"], "status": "completed", "valid": True}, "meta": {}
+    }
+    assert signed_by(calls[0], env.secret)
 
 
 def test_failed_reports_the_reason(env):
