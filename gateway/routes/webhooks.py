@@ -28,7 +28,7 @@ class WebhookConfig(BaseModel):
     url: str = Field(description="Tenant-wide callback URL; empty: none (per-request callback_url still works).")
     secret_prefix: str = Field(description="First characters of the current secret; never the secret.")
     previous_secret_expires_at: str | None = Field(
-        description="While set, the rotated-out secret still signs every call too."
+        default=None, description="While set, the rotated-out secret still signs every call too."
     )
     updated_at: str | None = None
     secret: str | None = Field(
@@ -53,10 +53,10 @@ class RotateIn(BaseModel):
 
 class WebhookAttempt(BaseModel):
     attempt: int
-    status_code: int | None = Field(description="The receiver's HTTP status; null when none came.")
-    error: str | None = Field(description="timeout or connection error, when no answer came.")
+    status_code: int | None = Field(default=None, description="The receiver's HTTP status; absent when none came.")
+    error: str | None = Field(default=None, description="timeout or connection error, when no answer came.")
     duration_ms: int
-    attempted_at: str | None
+    attempted_at: str | None = None
 
 
 class WebhookDelivery(BaseModel):
@@ -66,11 +66,11 @@ class WebhookDelivery(BaseModel):
     url: str
     status: Literal["pending", "succeeded", "failed"]
     attempt_count: int
-    created_at: str | None
-    next_attempt_at: str | None
-    deadline: str | None = Field(description="Retries stop after this time.")
-    last_status_code: int | None
-    last_error: str | None
+    created_at: str | None = None
+    next_attempt_at: str | None = Field(default=None, description="When the next attempt is due (pending only).")
+    deadline: str | None = Field(default=None, description="Retries stop after this time.")
+    last_status_code: int | None = None
+    last_error: str | None = None
     attempts: list[WebhookAttempt] | None = Field(default=None, description="Every attempt (detail only).")
 
 
@@ -201,7 +201,7 @@ async def list_webhook_deliveries(
     response_model=WebhookDeliveryResponse,
     response_model_exclude_none=True,
     summary="One delivery with every attempt (status code, error, duration)",
-    responses=error_responses(401, 404, 429, 500, 503, 504),
+    responses=error_responses(400, 401, 404, 429, 500, 503, 504),
 )
 async def get_webhook_delivery(
     principal: Limited, delivery_id: DeliveryId, backends: BackendStubs, settings: Settings
@@ -218,7 +218,7 @@ async def get_webhook_delivery(
     response_model=WebhookDeliveryResponse,
     response_model_exclude_none=True,
     summary="Deliver again (the delivery goes back to pending with a fresh retry window)",
-    responses=error_responses(401, 403, 404, 429, 500, 503, 504),
+    responses=error_responses(400, 401, 403, 404, 429, 500, 503, 504),
 )
 async def replay_webhook_delivery(
     principal: LimitedEditor, delivery_id: DeliveryId, backends: BackendStubs, settings: Settings
