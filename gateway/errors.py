@@ -261,19 +261,30 @@ class BodySizeLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, limit: int, audio_limit: int, json_limit: int, upload_paths: frozenset[str]
+        self,
+        app: ASGIApp,
+        limit: int,
+        audio_limit: int,
+        json_limit: int,
+        upload_paths: frozenset[str],
+        upload_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.limit = limit
         self.audio_limit = audio_limit
         self.json_limit = json_limit
         self.upload_paths = upload_paths
+        # Uploads whose path carries a parameter (e.g. /upload_audio/{user_id}).
+        self.upload_prefixes = upload_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope.get("method") == "POST" and scope.get("path") in self.upload_paths
+        path = scope.get("path") or ""
+        upload = scope.get("method") == "POST" and (
+            path in self.upload_paths or bool(self.upload_prefixes and path.startswith(self.upload_prefixes))
+        )
         limit = self.limit if upload else self.json_limit
         too_large = payload_too_large(self.audio_limit) if upload else body_too_large(self.json_limit)
         for name, value in scope.get("headers", ()):

@@ -36,7 +36,7 @@ from scribe.ingestion.v1 import ingestion_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
 from services.ingestion.audio import ACCEPTED_FORMATS, NotAudio, probe_audio
 from services.ingestion.config import IngestionSettings
-from services.ingestion.models import UploadRow
+from services.ingestion.models import StoredFileRow, UploadRow
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,115 @@ class IngestionHandlers:
                 digest.update(chunk)
                 await asyncio.to_thread(handle.write, chunk)
         return size, digest.hexdigest()
+
+    # -- stored files (seed 004) ---------------------------------------------------------
+
+    async def store_file(self, metadata: pb.FileMetadata, chunks: AsyncIterator[bytes]) -> pb.StoredFile:
+        """Store a user's audio file, checked like an upload, without processing it."""
+        if not metadata.tenant_id or not metadata.user_id or len(metadata.user_id) > 128:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "tenant_id and user_id (<= 128 chars) are required"
+            )
+        staged = Path(tempfile.mkstemp(prefix="file-", dir=self.blobs.staging_dir())[1])
+        blob_key: str | None = None
+        try:
+            size, sha256 = await self._stage(chunks, staged)
+            if size == 0:
+                raise _invalid_audio("The audio file is empty", metadata.content_type)
+            try:
+                probe = await asyncio.to_thread(probe_audio, staged)
+            except NotAudio as exc:
+                raise _invalid_audio(f"Invalid audio format: {exc}", metadata.content_type) from None
+            if probe.duration_ms > self.settings.max_duration_s * 1000:
+                raise ServiceError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "AUDIO_TOO_LONG",
+                    f"The recording is longer than {int(self.settings.max_duration_s)} seconds",
+                    {"max_duration_s": self.settings.max_duration_s, "duration_s": probe.duration_ms / 1000},
+                )
+            file_id = str(uuid.uuid4())
+            row = StoredFileRow(
+                file_id=file_id,
+                tenant_id=metadata.tenant_id,
+                user_id=metadata.user_id,
+                blob_key=f"{metadata.tenant_id}/files/{file_id}/audio.{probe.extension}",
+                content_type=probe.mime_type,
+                filename=metadata.filename[:MAX_TEXT],
+                size_bytes=size,
+                duration_ms=probe.duration_ms,
+                sha256=sha256,
+                created_at=utcnow(),
+            )
+            blob_key = row.blob_key
+            await self.blobs.put_file(blob_key, staged)
+            async with self.session_maker() as session, session.begin():
+                session.add(row)
+            blob_key = None
+            log.info("file stored", extra={"tenant_id": row.tenant_id, "file_id": file_id, "size_bytes": size})
+            return self._file_proto(row)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                staged.unlink()
+            if blob_key is not None:
+                await self.blobs.delete(blob_key)
+
+    async def process_file(self, request: pb.ProcessFileRequest) -> pb.Upload:
+        """A new note from a stored file's audio, announced in the same transaction."""
+        if len(request.name) > MAX_TEXT or len(request.language_hint) > 16:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "file_name or language too long")
+        async with self.session_maker() as session, session.begin():
+            stored = await session.get(StoredFileRow, request.file_id) if request.file_id else None
+            if stored is None or stored.tenant_id != request.tenant_id or stored.user_id != request.user_id:
+                raise ServiceError(grpc.StatusCode.NOT_FOUND, "FILE_NOT_FOUND", "No such file for this user")
+            now = utcnow()
+            row = UploadRow(
+                note_id=str(uuid.uuid4()),
+                tenant_id=stored.tenant_id,
+                name=(request.name or stored.filename)[:MAX_TEXT],
+                gender="",
+                external_id="",
+                metadata_items=[{"key": "user_id", "value": stored.user_id}, {"key": "file_id", "value": stored.file_id}],
+                language_hint=request.language_hint,
+                blob_key=stored.blob_key,
+                content_type=stored.content_type,
+                filename=stored.filename,
+                size_bytes=stored.size_bytes,
+                duration_ms=stored.duration_ms,
+                sha256=stored.sha256,
+                created_at=now,
+                status="pending",
+                run_id=str(uuid.uuid4()),
+                attempt=1,
+                run_requested_at=now,
+                last_driven_at=now,
+                drive_count=1,
+                kind=types.REQUEST_KIND_UNSPECIFIED,
+                client_request_id=None,
+                request_hash="",
+                callback_url="",
+            )
+            session.add(row)
+            await self.outbox.enqueue(session, self._audio_ingested(row), tenant_id=row.tenant_id, note_id=row.note_id)
+        with log_context(note_id=row.note_id, tenant_id=row.tenant_id, run_id=row.run_id):
+            log.info("stored file sent for processing", extra={"file_id": stored.file_id})
+        return self._to_proto(row)
+
+    @staticmethod
+    def _file_proto(row: StoredFileRow) -> pb.StoredFile:
+        return pb.StoredFile(
+            file_id=row.file_id,
+            tenant_id=row.tenant_id,
+            user_id=row.user_id,
+            audio=types.AudioRef(
+                blob_key=row.blob_key,
+                content_type=row.content_type,
+                size_bytes=row.size_bytes,
+                duration_ms=row.duration_ms,
+                sha256=row.sha256,
+                filename=row.filename,
+            ),
+            created_at=timestamp(row.created_at),
+        )
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -55,4 +55,23 @@ class UploadRow(Base):
     )
 
 
+class StoredFileRow(Base):
+    """A user's audio file stored for later processing (seed 004); processing makes a note of it."""
+
+    __tablename__ = "stored_files"
+
+    file_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    blob_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    content_type: Mapped[str] = mapped_column(String(128), default="")
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    duration_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (Index("ix_stored_files_owner", "tenant_id", "user_id", "created_at"),)
+
+
 MESSAGING = messaging_tables(Base.metadata)

@@ -222,7 +222,8 @@ def test_succeeded_transcript_in_the_seeds_shape_and_no_note(env):
         assert client.get(f"/transcribe-async/{env.ids['speech'].upper()}").json() == body
         # A transcription request makes no note, and is not listed among the notes.
         time.sleep(2)
-        assert [note["id"] for note in client.get("/notes/v1/notes").json()["data"]] == [env.ids["note"]]
+        listed = [note["id"] for note in client.get("/notes/v1/notes").json()["data"]]
+        assert env.ids["note"] in listed and env.ids["speech"] not in listed and env.ids["silence"] not in listed
         assert client.get(f"/notes/v1/notes/{env.ids['speech']}").json()["data"]["note_sections"] == []
         unknown = client.get(f"/transcribe-async/{uuid.uuid4()}")
         assert unknown.status_code == 404 and unknown.json()["code"] == "REQUEST_NOT_FOUND"
@@ -339,6 +340,69 @@ def test_a_400_gets_one_attempt_then_replay_and_rotation(env):
         assert missing.status_code == 404
 
 
+# -- seed 004: process_audio_v2 ------------------------------------------------------------------
+
+
+def store(client: httpx.Client, user_id: str, audio: Path) -> httpx.Response:
+    with open(audio, "rb") as handle:
+        return client.post(f"/upload_audio/{user_id}", files={"file": (f"{audio.stem}.wav", handle, "audio/wav")})
+
+
+def wait_task(client: httpx.Client, task_id: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = client.get(f"/get_audio_task/{task_id}")
+        assert response.status_code == 200, response.text
+        if response.json()["status"] in ("SUCCESS", "FAILURE"):
+            return response.json()
+        time.sleep(0.5)
+    raise TimeoutError(task_id)
+
+
+def test_process_audio_v2_with_the_seeds_example(env):
+    with env.client() as client:
+        stored = store(client, "12345", env.audio["speech"])
+        assert stored.status_code == 201, stored.text
+        file_id = stored.json()["file_id"]
+        assert stored.json()["user_id"] == "12345" and stored.json()["size_bytes"] > 0
+        silent = store(client, "12345", env.audio["silence"]).json()["file_id"]
+
+        started = client.post("/process_audio_v2/12345", params={"file_id": file_id, "file_name": "visit"})
+        assert started.status_code == 200, started.text
+        assert started.json() == {"message": "Audio processing started in the background",
+                                  "task_id": started.json()["task_id"]}
+        failing = client.post("/process_audio_v2/12345", params={"file_id": silent, "file_extension": "m4a"})
+        assert failing.status_code == 200, failing.text
+
+        # Errors: no file id, another user's file, unknown file, bad extension.
+        assert client.post("/process_audio_v2/12345").status_code == 400
+        for user, file in (("99999", file_id), ("12345", str(uuid.uuid4()))):
+            response = client.post(f"/process_audio_v2/{user}", params={"file_id": file})
+            assert response.status_code == 404 and response.json()["code"] == "FILE_NOT_FOUND", response.text
+        assert client.post("/process_audio_v2/12345", params={"file_id": file_id, "file_extension": "../x"}
+                           ).status_code == 400
+
+        done = wait_task(client, started.json()["task_id"])
+        assert done["status"] == "SUCCESS", done
+        assert done["result"]["id"] == started.json()["task_id"] and done["result"]["name"] == "visit"
+        assert done["result"]["note_sections"] and "error" not in done
+        failed = wait_task(client, failing.json()["task_id"])
+        assert failed["status"] == "FAILURE" and "result" not in failed
+        assert failed["error"]["code"] == "NO_SPEECH" and failed["error"]["message"]
+
+    with env.client(**{"X-API-KEY": env.foreign_key}) as foreign:
+        response = foreign.post("/process_audio_v2/12345", params={"file_id": file_id})
+        assert response.status_code == 404 and response.json()["code"] == "FILE_NOT_FOUND"
+        assert foreign.get(f"/get_audio_task/{started.json()['task_id']}").status_code == 403
+    with httpx.Client(base_url=env.system.base_url, timeout=30) as anonymous:
+        for response in (
+            anonymous.post("/process_audio_v2/12345", params={"file_id": file_id}),
+            anonymous.get(f"/get_audio_task/{started.json()['task_id']}"),
+            store(anonymous, "12345", env.audio["silence"]),
+        ):
+            assert response.status_code == 401 and response.json() == UNAUTHORIZED
+
+
 def test_openapi_documents_the_new_surfaces(env):
     with httpx.Client(base_url=env.system.base_url) as client:
         document = client.get("/openapi.json").json()
@@ -353,3 +417,6 @@ def test_openapi_documents_the_new_surfaces(env):
                  "/webhooks/v1/deliveries/{delivery_id}", "/webhooks/v1/deliveries/{delivery_id}/replay"):
         assert path in paths
     assert {"ApiKey", "Bearer"} <= set(document["components"]["securitySchemes"])
+    for path in ("/upload_audio/{user_id}", "/process_audio_v2/{user_id}", "/get_audio_task/{task_id}"):
+        assert path in paths
+    assert "500" in paths["/process_audio_v2/{user_id}"]["post"]["responses"]

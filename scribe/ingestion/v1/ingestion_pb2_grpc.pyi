@@ -45,6 +45,15 @@ class IngestionServiceStub:
     completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
     concurrent requests for one note, one starts the run and the other is refused.
     """
+    StoreFile: _grpc.StreamUnaryMultiCallable[_ingestion_pb2.StoreFileRequest, _ingestion_pb2.StoreFileResponse]
+    """Client-streaming store of a user's audio file (seed 004), checked like an upload but not
+    processed: no note, no event. The first message carries the metadata.
+    """
+    ProcessFile: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ProcessFileRequest, _ingestion_pb2.ProcessFileResponse]
+    """Start processing a stored file: a new note from its audio, committed with its AudioIngested
+    event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
+    user has no such file.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -62,6 +71,15 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Start a new run of a note's transcription from its stored audio. Allowed from pending,
     completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
     concurrent requests for one note, one starts the run and the other is refused.
+    """
+    StoreFile: _aio.StreamUnaryMultiCallable[_ingestion_pb2.StoreFileRequest, _ingestion_pb2.StoreFileResponse]  # type: ignore[assignment]
+    """Client-streaming store of a user's audio file (seed 004), checked like an upload but not
+    processed: no note, no event. The first message carries the metadata.
+    """
+    ProcessFile: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ProcessFileRequest, _ingestion_pb2.ProcessFileResponse]  # type: ignore[assignment]
+    """Start processing a stored file: a new note from its audio, committed with its AudioIngested
+    event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
+    user has no such file.
     """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -95,6 +113,27 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Start a new run of a note's transcription from its stored audio. Allowed from pending,
         completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
         concurrent requests for one note, one starts the run and the other is refused.
+        """
+
+    @_abc_1.abstractmethod
+    def StoreFile(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ingestion_pb2.StoreFileRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.StoreFileResponse, _abc.Awaitable[_ingestion_pb2.StoreFileResponse]]:
+        """Client-streaming store of a user's audio file (seed 004), checked like an upload but not
+        processed: no note, no event. The first message carries the metadata.
+        """
+
+    @_abc_1.abstractmethod
+    def ProcessFile(
+        self,
+        request: _ingestion_pb2.ProcessFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.ProcessFileResponse, _abc.Awaitable[_ingestion_pb2.ProcessFileResponse]]:
+        """Start processing a stored file: a new note from its audio, committed with its AudioIngested
+        event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
+        user has no such file.
         """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
