@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import UTCDateTime
@@ -69,6 +70,9 @@ class WebhookConfigRow(Base):
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     url: Mapped[str] = mapped_column(Text, nullable=False, default="")
     secret: Mapped[str] = mapped_column(String(128), nullable=False)
+    # False while the current secret has never been answered to the tenant (one made for a
+    # per-request callback before any configuration): the next PUT config answers it.
+    secret_shown: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=sa_true())
     previous_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
     previous_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)

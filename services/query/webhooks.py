@@ -147,7 +147,9 @@ async def enqueue_terminal(session: AsyncSession, row: NoteRow, settings: QueryS
     if config is None:
         # Signed deliveries need a secret; the tenant gets one it knows by rotating it.
         now = utcnow()
-        session.add(WebhookConfigRow(tenant_id=row.tenant_id, url="", secret=new_secret(), updated_at=now))
+        session.add(
+            WebhookConfigRow(tenant_id=row.tenant_id, url="", secret=new_secret(), secret_shown=False, updated_at=now)
+        )
         await session.flush()
     now = utcnow()
     values = {
@@ -250,11 +252,17 @@ class WebhookAdmin:
             created_secret = ""
             if config is None:
                 created_secret = new_secret()
-                config = WebhookConfigRow(tenant_id=tenant_id, url=url, secret=created_secret, updated_at=utcnow())
+                config = WebhookConfigRow(
+                    tenant_id=tenant_id, url=url, secret=created_secret, secret_shown=True, updated_at=utcnow()
+                )
                 session.add(config)
             else:
                 config.url = url
                 config.updated_at = utcnow()
+                if not config.secret_shown:
+                    # Made for an earlier delivery and never answered: this is the tenant's one look.
+                    created_secret = config.secret
+                    config.secret_shown = True
         return _config_proto(config), created_secret
 
     async def get_config(self, tenant_id: str) -> pb.WebhookConfig:
@@ -270,9 +278,10 @@ class WebhookAdmin:
         async with self.session_maker() as session, session.begin():
             config = await session.get(WebhookConfigRow, tenant_id, with_for_update=True)
             if config is None:
-                config = WebhookConfigRow(tenant_id=tenant_id, url="", secret=secret, updated_at=now)
+                config = WebhookConfigRow(tenant_id=tenant_id, url="", secret=secret, secret_shown=True, updated_at=now)
                 session.add(config)
             else:
+                config.secret_shown = True
                 config.previous_secret = config.secret
                 config.previous_expires_at = now + dt.timedelta(seconds=overlap)
                 config.secret = secret

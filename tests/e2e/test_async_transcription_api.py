@@ -245,6 +245,24 @@ def test_other_tenants_see_nothing(env):
         assert viewer.post("/webhooks/v1/secret/rotate").status_code == 403
 
 
+def test_notes_api_callback_url_signed_by_a_secret_shown_at_the_first_config(env):
+    with env.client(**{"X-API-KEY": env.foreign_key}) as foreign:
+        with open(env.audio["silence"], "rb") as handle:
+            note = foreign.post("/notes/v1/notes", files={"audio": ("mute.wav", handle, "audio/wav")},
+                                data={"name": "Mudo", "callback_url": f"{env.receiver.url}/b-note"})
+        assert note.status_code == 201, note.text
+        note_id = note.json()["data"]["id"]
+        calls = env.receiver.wait_for("/b-note", 1)
+        body = json.loads(calls[0]["body"])
+        assert calls[0]["headers"]["x-scribe-event"] == "note.failed"
+        assert body["data"]["id"] == note_id and body["data"]["status"] == "failed"
+        assert body["data"]["valid"] is False and body["data"]["failure"]["code"] == "NO_SPEECH"
+        # The tenant had no webhook secret: one was made for the call, and the first config answers it.
+        first = foreign.put("/webhooks/v1/config", json={"url": ""}).json()["data"]
+        assert signed_by(calls[0], first["secret"])
+        assert "secret" not in foreign.put("/webhooks/v1/config", json={"url": ""}).json()["data"]
+
+
 def test_a_note_reaching_completed_is_sent_to_the_tenant_url(env):
     calls = env.receiver.wait_for("/tenant", 1)
     assert calls[0]["headers"]["x-scribe-event"] == "note.completed"

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(64), primary_key=True),
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("secret", sa.String(128), nullable=False),
+        sa.Column("secret_shown", sa.Boolean(), nullable=False, server_default=sa.true()),
         sa.Column("previous_secret", sa.String(128), nullable=True),
         sa.Column("previous_expires_at", UTCDateTime, nullable=True),
         sa.Column("updated_at", UTCDateTime, nullable=False),
