@@ -23,7 +23,16 @@ from gateway.config import GatewaySettings
 from gateway.errors import BodySizeLimitMiddleware, install_error_handlers
 from gateway.keys import ApiKeyStore
 from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware
-from gateway.routes import generate, health, note_actions, notes, process_audio, transcribe_async, webhooks
+from gateway.routes import (
+    generate,
+    health,
+    note_actions,
+    notes,
+    process_audio,
+    smart_feedback,
+    transcribe_async,
+    webhooks,
+)
 from gateway.uploads import FORM_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -89,6 +98,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(transcribe_async.router)
     app.include_router(webhooks.router)
     app.include_router(process_audio.router)
+    app.include_router(smart_feedback.router)
     app.include_router(health.router)
     install_error_handlers(app)
     # Outside the error handlers, so that the limit headers reach their answers (the 429, a 500) too.
