@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db import utcnow
 from common.grpc_errors import ServiceError
 from common.logs import log_context
+from common.outbox import Outbox
+from scribe.events.v1 import events_pb2 as ev
 from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
 from services.notegen.models import FollowUpBatchRow, FollowUpRow, GenerationRow
@@ -142,8 +144,12 @@ def _follow_up_proto(row: FollowUpRow) -> pb.FollowUp:
 class FollowUps:
     """The queue, the reads and the worker of follow-up messages."""
 
-    def __init__(self, session_maker: async_sessionmaker[AsyncSession], poll_s: float = 1.0) -> None:
+    def __init__(
+        self, session_maker: async_sessionmaker[AsyncSession], outbox: Outbox | None = None, poll_s: float = 1.0
+    ) -> None:
         self.session_maker = session_maker
+        # FollowUpWritten goes out with each message, so that the query service can send webhooks.
+        self.outbox = outbox
         self.poll_s = poll_s
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -311,4 +317,12 @@ class FollowUps:
                     row.status = "completed"
                 row.lease_until = None
                 row.finished_at = utcnow()
+                if self.outbox is not None:
+                    written = ev.FollowUpWritten(
+                        follow_up_id=row.id, batch_id=row.batch_id, status=row.status, language=row.language,
+                        message=row.message, generator=row.generator,
+                    )
+                    if row.status == "failed":
+                        written.failure.CopyFrom(types.Failure(code=row.failure_code, message=row.failure_message))
+                    await self.outbox.enqueue(session, written, tenant_id=row.tenant_id, note_id=row.note_id)
                 log.info("follow-up written", extra={"batch_id": row.batch_id, "status": row.status})

@@ -382,6 +382,11 @@ class NoteProjection:
         if self.settings is not None and row.stage >= STAGE_TERMINAL and isinstance(payload, _WEBHOOK_TRIGGERS):
             await webhooks.enqueue_terminal(session, row, self.settings)
 
+    async def follow_up_written(self, session: AsyncSession, event: DecodedEvent) -> None:
+        """A Smart Feedback follow-up was written: its webhook, when the tenant has one."""
+        if self.settings is not None:
+            await webhooks.enqueue_follow_up(session, event.envelope, event.payload, self.settings)
+
     async def _locked_row(
         self, session: AsyncSession, envelope: ev.EventEnvelope, payload: Message, occurred_at: dt.datetime
     ) -> NoteRow:

@@ -177,6 +177,46 @@ async def enqueue_terminal(session: AsyncSession, row: NoteRow, settings: QueryS
         session.sync_session.info.setdefault("after_commit", []).append(_wake_deliverers)
 
 
+async def enqueue_follow_up(session: AsyncSession, envelope: Any, written: Any, settings: QuerySettings) -> None:
+    """A delivery of a Smart Feedback follow-up (seed 003) to the tenant's webhook URL, if any."""
+    config = await _config(session, envelope.tenant_id)
+    if config is None or not config.url:
+        return
+    data: dict[str, Any] = {
+        "conversationId": envelope.note_id,
+        "batchId": written.batch_id,
+        "status": written.status,
+        "language": written.language,
+        "message": written.message,
+    }
+    if written.status == "failed":
+        data["failure"] = {"code": written.failure.code, "message": written.failure.message}
+    now = utcnow()
+    values = {
+        "id": str(uuid.uuid4()),
+        "tenant_id": envelope.tenant_id,
+        "request_id": envelope.note_id,
+        "dedup_key": f"follow_up:{written.follow_up_id}",
+        "event": f"follow_up.{written.status}",
+        "url": config.url,
+        "body": dump({"code": 200, "message": "Success", "data": data}),
+        "status": "pending",
+        "attempt_count": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "deadline": now + dt.timedelta(seconds=settings.webhook_retry_window_s),
+        "lease_until": None,
+        "last_status_code": 0,
+        "last_error": "",
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    result = await session.execute(
+        dialect.insert(WebhookDeliveryRow).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
+    )
+    if result.rowcount:
+        session.sync_session.info.setdefault("after_commit", []).append(_wake_deliverers)
+
+
 _deliverers: set[WebhookDeliverer] = set()
 
 

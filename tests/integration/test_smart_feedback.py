@@ -10,7 +10,8 @@ import time
 import uuid
 from contextlib import AsyncExitStack
 
-import grpc
+import json
+
 import pytest
 
 from common.db import utcnow
@@ -20,9 +21,12 @@ from scribe.events.v1 import events_pb2 as ev
 from scribe.types.v1 import types_pb2 as types
 from services.notegen.config import NotegenSettings
 from services.notegen.server import build_service
+from services.query.config import QuerySettings
+from services.query.server import build_service as build_query
 from tests.support.events import collect, publish
 from tests.support.gateway import TEST_API_KEY, gateway_settings, running_gateway
 from tests.support.grpc_health import health_only_server
+from tests.support.webhook_receiver import Receiver, signed_by
 
 PATH = "/api/externalAPIs/public/smartFeedback"
 BEARER = {"Authorization": f"Bearer {TEST_API_KEY}"}
@@ -89,9 +93,16 @@ async def test_smart_feedback_queues_the_tenants_notes_and_writes_each_follow_up
                             shutdown_grace_s=5)
         )
         stack.push_async_callback(notegen.runtime.shutdown, "test over")
-        others = {name: await stack.enter_async_context(health_only_server())
-                  for name in ("ingestion", "query", "transcription")}
-        addresses = {**others, "notegen": f"127.0.0.1:{notegen.runtime.port}"}
+        # The query service sends the follow-ups' webhooks.
+        query = await build_query(
+            QuerySettings(data_dir=tmp_path / "query", kafka_bootstrap=broker, topic_prefix=topic_prefix,
+                          shutdown_grace_s=5, webhook_poll_s=0.2, webhook_backoff_base_s=0.2)
+        )
+        stack.push_async_callback(query.runtime.shutdown, "test over")
+        receiver = Receiver()
+        stack.callback(receiver.close)
+        others = {name: await stack.enter_async_context(health_only_server()) for name in ("ingestion", "transcription")}
+        addresses = {**others, "notegen": f"127.0.0.1:{notegen.runtime.port}", "query": f"127.0.0.1:{query.runtime.port}"}
 
         notes: dict[str, tuple[str, str, str]] = {}
         for index, name in enumerate(PATIENTS):
@@ -105,6 +116,9 @@ async def test_smart_feedback_queues_the_tenants_notes_and_writes_each_follow_up
         assert len(ids) == 20
 
         async with running_gateway(gateway_settings(tmp_path / "gw", addresses)) as (_, client):
+            config = await client.put("/webhooks/v1/config", headers=BEARER, json={"url": f"{receiver.url}/feedback"})
+            assert config.status_code == 200, config.text
+            secret = config.json()["data"]["secret"]
             response = await client.post(
                 PATH, headers=BEARER,
                 json={"reasoningConfig": {"rebounce": True, "rebounceInstructions": SEED_INSTRUCTIONS},
@@ -132,6 +146,23 @@ async def test_smart_feedback_queues_the_tenants_notes_and_writes_each_follow_up
                 assert name in item["message"] and drug in item["message"].lower(), item
                 greeting = "Olá! Aqui é da clínica." if language == "pt" else "Hello from the clinic!"
                 assert item["message"].startswith(greeting), item
+
+            # Every follow-up is sent to the tenant's webhook, signed.
+            # (The tenant URL also gets the notes' own note.completed calls.)
+            deadline = time.monotonic() + 30
+            while True:
+                calls = [call for call in receiver.on("/feedback")
+                         if call["headers"]["x-scribe-event"].startswith("follow_up.")]
+                if len(calls) >= 17 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            sent = {json.loads(call["body"])["data"]["conversationId"]: call for call in calls}
+            assert set(sent) == set(notes)
+            for note_id, call in sent.items():
+                data = json.loads(call["body"])["data"]
+                assert data["batchId"] == batch_id and data["status"] == "completed"
+                assert notes[note_id][0] in data["message"] and call["headers"]["x-scribe-event"] == "follow_up.completed"
+                assert signed_by(call, secret)
 
             one = next(iter(notes))
             detail = await client.get(f"/notes/v1/notes/{one}/follow-up", headers={"X-API-KEY": TEST_API_KEY})
@@ -165,4 +196,3 @@ def test_template_without_facts_still_reads_well(language):
 
     message = compose_follow_up(None, language)
     assert message and "{" not in message
-    assert grpc  # imported for the module's servers
