@@ -29,6 +29,7 @@ from common.outbox import Outbox
 from scribe.events.v1 import events_pb2 as ev
 from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
+from services.notegen.llm import LlmGenerator, write_follow_up
 from services.notegen.models import FollowUpBatchRow, FollowUpRow, GenerationRow
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,20 @@ def compose_follow_up(structured: dict[str, Any] | None, language: str) -> str:
     return " ".join(parts)
 
 
+def follow_up_facts(structured: dict[str, Any]) -> dict[str, Any]:
+    """What the model may use: the note's facts, without provenance."""
+    return {
+        "patient_name": _fact_value((structured.get("patient") or {}).get("name")),
+        "species": _fact_value((structured.get("patient") or {}).get("species")),
+        "findings": [item.get("text") for item in structured.get("diagnoses") or [] if item.get("text")],
+        "medications": [
+            {key: item.get(key) for key in ("name", "dose", "unit", "frequency", "interval_hours", "duration_days")}
+            for item in structured.get("medications") or []
+        ],
+        "follow_up_days": _fact_value(structured.get("follow_up_days")),
+    }
+
+
 def _follow_up_proto(row: FollowUpRow) -> pb.FollowUp:
     proto = pb.FollowUp(
         note_id=row.note_id,
@@ -145,9 +160,15 @@ class FollowUps:
     """The queue, the reads and the worker of follow-up messages."""
 
     def __init__(
-        self, session_maker: async_sessionmaker[AsyncSession], outbox: Outbox | None = None, poll_s: float = 1.0
+        self,
+        session_maker: async_sessionmaker[AsyncSession],
+        outbox: Outbox | None = None,
+        poll_s: float = 1.0,
+        llm: LlmGenerator | None = None,
     ) -> None:
         self.session_maker = session_maker
+        # With an LLM endpoint, a follow-up with instructions is written by the model (checked).
+        self.llm = llm
         # FollowUpWritten goes out with each message, so that the query service can send webhooks.
         self.outbox = outbox
         self.poll_s = poll_s
@@ -300,7 +321,32 @@ class FollowUps:
             written += 1
         return written
 
+    async def _llm_message(self, row: FollowUpRow, generation: GenerationRow, draft: str) -> str | None:
+        """The model's message when it names what it must (the patient, every medication); else None."""
+        if self.llm is None or not row.instructions:
+            return None
+        structured = generation.structured or {}
+        facts = follow_up_facts(structured)
+        message = await write_follow_up(self.llm, facts, draft, generation.language or "en", row.instructions)
+        if message is None:
+            return None
+        folded = message.casefold()
+        required = [facts["patient_name"]] if facts.get("patient_name") else []
+        required += [medication["name"] for medication in facts["medications"] if medication.get("name")]
+        if any(str(word).casefold() not in folded for word in required):
+            log.warning("llm follow-up left out the patient or a medication; using the template")
+            return None
+        return message
+
     async def _write(self, follow_up_id: str) -> None:
+        async with self.session_maker() as session:
+            row = await session.get(FollowUpRow, follow_up_id)
+            generation = await session.get(GenerationRow, row.run_id) if row is not None else None
+        llm_message = None
+        if row is not None and generation is not None and generation.status == "completed":
+            # Outside the transaction: the model may take seconds.
+            draft = compose_follow_up(generation.structured, generation.language or "en")
+            llm_message = await self._llm_message(row, generation, draft)
         async with self.session_maker() as session, session.begin():
             row = await session.get(FollowUpRow, follow_up_id)
             assert row is not None
@@ -312,8 +358,11 @@ class FollowUps:
                     row.failure_message = "The consultation's note is no longer available"
                 else:
                     row.language = generation.language or "en"
-                    row.message = compose_follow_up(generation.structured, row.language)
-                    row.generator = GENERATOR
+                    if llm_message is not None and self.llm is not None:
+                        row.message, row.generator = llm_message, self.llm.name
+                    else:
+                        row.message = compose_follow_up(generation.structured, row.language)
+                        row.generator = GENERATOR
                     row.status = "completed"
                 row.lease_until = None
                 row.finished_at = utcnow()

@@ -32,7 +32,7 @@ async def build_service(settings: NotegenSettings) -> NotegenService:
     """Migrate the database, wire every component and start serving; returns the running service."""
     core = await ServiceCore.open(settings, grpc_service=SERVICE_NAME, migrations=MIGRATIONS, tables=MESSAGING)
     handlers = NotegenHandlers(settings, core.session_maker, core.messaging.outbox)
-    follow_ups = FollowUps(core.session_maker, core.messaging.outbox)
+    follow_ups = FollowUps(core.session_maker, core.messaging.outbox, llm=handlers.llm)
     notegen_pb2_grpc.add_NoteGenServiceServicer_to_server(NotegenServicer(handlers, follow_ups), core.runtime.server)
     build_consumer(core.messaging, handlers)
     core.runtime.on_shutdown("llm client", handlers.close, phase="final")

@@ -6,18 +6,24 @@ written transcripts); 20 ids of which 3 are unknown or another tenant's queue 17
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from contextlib import AsyncExitStack
 
-import json
-
+import grpc
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from common.broker import free_port
 from common.db import utcnow
 from common.events import timestamp
 from gateway.keys import DEFAULT_TENANT_ID
 from scribe.events.v1 import events_pb2 as ev
+from scribe.notegen.v1 import notegen_pb2 as pb
+from scribe.notegen.v1 import notegen_pb2_grpc
 from scribe.types.v1 import types_pb2 as types
 from services.notegen.config import NotegenSettings
 from services.notegen.server import build_service
@@ -196,3 +202,62 @@ def test_template_without_facts_still_reads_well(language):
 
     message = compose_follow_up(None, language)
     assert message and "{" not in message
+
+
+async def test_with_an_llm_the_instructions_are_followed_and_checked(tmp_path, broker, topic_prefix):
+    asked: list[dict] = []
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def complete(request: Request):
+        body = await request.json()
+        if body["response_format"]["json_schema"]["name"] != "follow_up":
+            return PlainTextResponse("notes are written by the rules here", status_code=503)
+        payload = json.loads(body["messages"][1]["content"])
+        asked.append(payload)
+        facts = payload["facts"]
+        drug = facts["medications"][0]["name"]
+        if facts["patient_name"] == "Thor":
+            message = f"Oi! Sentimos muito pela demora. Como está o Thor? Continue o {drug} como combinado."
+        else:  # leaves the medication out: not accepted
+            message = f"Hi! How is {facts['patient_name']} doing?"
+        content = json.dumps({"message": message})
+        return JSONResponse({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(lambda: serving)
+        stack.callback(lambda: setattr(server, "should_exit", True))
+        notegen = await build_service(
+            NotegenSettings(data_dir=tmp_path / "notegen", kafka_bootstrap=broker, topic_prefix=topic_prefix,
+                            shutdown_grace_s=5, llm_base_url=f"http://127.0.0.1:{port}/v1", llm_model="test-model",
+                            llm_timeout_s=2.0)
+        )
+        stack.push_async_callback(notegen.runtime.shutdown, "test over")
+        thor = await _publish_note(broker, topic_prefix, "t1", consultation("Thor", "metronidazol", "pt"))
+        bella = await _publish_note(broker, topic_prefix, "t1", consultation("Bella", "amoxicillin", "en"))
+        await collect(broker, topic_prefix, ev.NoteGenerated, at_least=2, timeout_s=60)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{notegen.runtime.port}")
+        stack.push_async_callback(channel.close)
+        stub = notegen_pb2_grpc.NoteGenServiceStub(channel)
+        queued = await stub.QueueFollowUps(
+            pb.QueueFollowUpsRequest(tenant_id="t1", note_ids=[thor, bella], rebounce=True,
+                                     instructions=SEED_INSTRUCTIONS)
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            batch = await stub.GetFollowUpBatch(pb.GetFollowUpBatchRequest(tenant_id="t1", batch_id=queued.batch_id))
+            if batch.completed_count == 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        written = {item.note_id: item for item in batch.follow_ups}
+        assert written[thor].generator == "llm:test-model" and "Thor" in written[thor].message
+        assert written[thor].message.startswith("Oi! Sentimos muito")
+        # The model's message for Bella left out her medication: the template's is kept.
+        assert written[bella].generator == "template-v1" and "amoxicillin" in written[bella].message
+        assert all(payload["instructions"] == SEED_INSTRUCTIONS for payload in asked)
+        assert {payload["facts"]["patient_name"] for payload in asked} == {"Thor", "Bella"}
