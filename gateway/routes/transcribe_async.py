@@ -24,6 +24,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from common.logs import log_context
+from gateway.backends import Backends
+from gateway.config import GatewaySettings
 from gateway.dependencies import BackendStubs, Settings
 from gateway.errors import ApiError, payload_too_large, validation_error
 from gateway.ratelimit import Limited, LimitedEditor
@@ -179,7 +181,7 @@ async def start_async_transcription(
     return JSONResponse(body, status_code=202)
 
 
-async def _current(backends, settings, tenant_id: str, request_id: str) -> dict:
+async def _current(backends: Backends, settings: GatewaySettings, tenant_id: str, request_id: str) -> dict:
     answer = await backends.query.GetAsyncTranscription(
         query_pb2.GetAsyncTranscriptionRequest(tenant_id=tenant_id, request_id=request_id),
         timeout=settings.rpc_timeout_s,

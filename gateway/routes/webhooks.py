@@ -13,12 +13,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from gateway.dependencies import BackendStubs, Settings
-from gateway.errors import ApiError
+from gateway.dependencies import Admin, BackendStubs, Settings
 from gateway.presenters import iso_utc
 from gateway.ratelimit import Limited, LimitedEditor
 from gateway.schemas import error_responses
-from gateway.dependencies import Admin
 from scribe.query.v1 import query_pb2 as pb
 
 router = APIRouter(prefix="/webhooks/v1", tags=["webhooks"])
@@ -223,8 +221,6 @@ async def get_webhook_delivery(
 async def replay_webhook_delivery(
     principal: LimitedEditor, delivery_id: DeliveryId, backends: BackendStubs, settings: Settings
 ) -> WebhookDeliveryResponse:
-    if not delivery_id:
-        raise ApiError(400, "VALIDATION_ERROR", "delivery id is required")
     answer = await backends.query.ReplayWebhookDelivery(
         pb.ReplayWebhookDeliveryRequest(tenant_id=principal.tenant_id, delivery_id=delivery_id),
         timeout=settings.rpc_timeout_s,

@@ -135,31 +135,20 @@ async def _config(session: AsyncSession, tenant_id: str) -> WebhookConfigRow | N
     return await session.get(WebhookConfigRow, tenant_id)
 
 
-async def enqueue_terminal(session: AsyncSession, row: NoteRow, settings: QuerySettings) -> None:
-    """A delivery for the row's terminal state when a callback URL is known (the request's own, else
-    the tenant's); at most one per run and outcome, however often the events come."""
-    if row.status not in ("completed", "failed"):
-        return
-    config = await _config(session, row.tenant_id)
-    url = row.callback_url or (config.url if config is not None else "")
-    if not url:
-        return
-    if config is None:
-        # Signed deliveries need a secret; the tenant gets one it knows by rotating it.
-        now = utcnow()
-        session.add(
-            WebhookConfigRow(tenant_id=row.tenant_id, url="", secret=new_secret(), secret_shown=False, updated_at=now)
-        )
-        await session.flush()
+async def _insert_delivery(
+    session: AsyncSession, settings: QuerySettings, *, tenant_id: str, request_id: str, dedup_key: str, event: str,
+    url: str, body: dict[str, Any],
+) -> None:
+    """A pending delivery, unless one with ``dedup_key`` exists; the worker is woken after commit."""
     now = utcnow()
     values = {
         "id": str(uuid.uuid4()),
-        "tenant_id": row.tenant_id,
-        "request_id": row.note_id,
-        "dedup_key": f"{row.note_id}:{row.run_id}:{row.status}",
-        "event": delivery_event(row),
+        "tenant_id": tenant_id,
+        "request_id": request_id,
+        "dedup_key": dedup_key,
+        "event": event,
         "url": url,
-        "body": dump(delivery_body(row)),
+        "body": dump(body),
         "status": "pending",
         "attempt_count": 0,
         "created_at": now,
@@ -175,6 +164,28 @@ async def enqueue_terminal(session: AsyncSession, row: NoteRow, settings: QueryS
     )
     if result.rowcount:
         session.sync_session.info.setdefault("after_commit", []).append(_wake_deliverers)
+
+
+async def enqueue_terminal(session: AsyncSession, row: NoteRow, settings: QuerySettings) -> None:
+    """A delivery for the row's terminal state when a callback URL is known (the request's own, else
+    the tenant's); at most one per run and outcome, however often the events come."""
+    if row.status not in ("completed", "failed"):
+        return
+    config = await _config(session, row.tenant_id)
+    url = row.callback_url or (config.url if config is not None else "")
+    if not url:
+        return
+    if config is None:
+        # Signed deliveries need a secret: one is made, and the tenant's first PUT config answers it.
+        session.add(
+            WebhookConfigRow(tenant_id=row.tenant_id, url="", secret=new_secret(), secret_shown=False, updated_at=utcnow())
+        )
+        await session.flush()
+    await _insert_delivery(
+        session, settings, tenant_id=row.tenant_id, request_id=row.note_id,
+        dedup_key=f"{row.note_id}:{row.run_id}:{row.status}", event=delivery_event(row), url=url,
+        body=delivery_body(row),
+    )
 
 
 async def enqueue_follow_up(session: AsyncSession, envelope: Any, written: Any, settings: QuerySettings) -> None:
@@ -191,30 +202,11 @@ async def enqueue_follow_up(session: AsyncSession, envelope: Any, written: Any, 
     }
     if written.status == "failed":
         data["failure"] = {"code": written.failure.code, "message": written.failure.message}
-    now = utcnow()
-    values = {
-        "id": str(uuid.uuid4()),
-        "tenant_id": envelope.tenant_id,
-        "request_id": envelope.note_id,
-        "dedup_key": f"follow_up:{written.follow_up_id}",
-        "event": f"follow_up.{written.status}",
-        "url": config.url,
-        "body": dump({"code": 200, "message": "Success", "data": data}),
-        "status": "pending",
-        "attempt_count": 0,
-        "created_at": now,
-        "next_attempt_at": now,
-        "deadline": now + dt.timedelta(seconds=settings.webhook_retry_window_s),
-        "lease_until": None,
-        "last_status_code": 0,
-        "last_error": "",
-    }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    result = await session.execute(
-        dialect.insert(WebhookDeliveryRow).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
+    await _insert_delivery(
+        session, settings, tenant_id=envelope.tenant_id, request_id=envelope.note_id,
+        dedup_key=f"follow_up:{written.follow_up_id}", event=f"follow_up.{written.status}", url=config.url,
+        body={"code": 200, "message": "Success", "data": data},
     )
-    if result.rowcount:
-        session.sync_session.info.setdefault("after_commit", []).append(_wake_deliverers)
 
 
 _deliverers: set[WebhookDeliverer] = set()
