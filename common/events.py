@@ -27,6 +27,7 @@ TOPIC_SUFFIXES: dict[type[Message], str] = {
     ev.NoteGenerated: "note.generated",
     ev.NoteGenerationFailed: "note.failed",
     ev.NoteSectionUpdated: "note.section_updated",
+    ev.FollowUpWritten: "follow_up.written",
 }
 DEAD_LETTER_SUFFIX = "dead_letter"
 EVENT_TYPES: dict[str, type[Message]] = {cls.DESCRIPTOR.full_name: cls for cls in TOPIC_SUFFIXES}

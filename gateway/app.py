@@ -25,7 +25,16 @@ from gateway.config import GatewaySettings
 from gateway.errors import BodySizeLimitMiddleware, install_error_handlers
 from gateway.keys import ApiKeyStore
 from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware
-from gateway.routes import generate, health, note_actions, notes
+from gateway.routes import (
+    generate,
+    health,
+    note_actions,
+    notes,
+    process_audio,
+    smart_feedback,
+    transcribe_async,
+    webhooks,
+)
 from gateway.uploads import FORM_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -36,8 +45,12 @@ DESCRIPTION = """\
 Scribe's public Notes API: upload a consultation's audio, get back its transcript and a
 structured clinical note.
 
-Authenticate every call with the `X-API-KEY` header. Successes answer `{"data", "meta"}`;
-every error answers `{"error", "message", "code", "details"}`.
+Authenticate every call with the `X-API-KEY` header or `Authorization: Bearer <key>` (the same
+keys). Notes API successes answer `{"data", "meta"}`; every error answers
+`{"error", "message", "code", "details"}`.
+
+Async transcription (`/transcribe-async`) answers the request itself, `{id, client_id, status,
+payload}`, and POSTs the same JSON, signed, to its callback URL when it ends (see `/webhooks/v1`).
 """
 
 
@@ -87,6 +100,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(notes.router)
     app.include_router(note_actions.router)
     app.include_router(generate.router)
+    app.include_router(transcribe_async.router)
+    app.include_router(webhooks.router)
+    app.include_router(process_audio.router)
+    app.include_router(smart_feedback.router)
     app.include_router(health.router)
     install_error_handlers(app)
     # Outside the error handlers, so that the limit headers reach their answers (the 429, a 500) too.
@@ -96,7 +113,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         limit=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
         audio_limit=settings.max_upload_bytes,
         json_limit=settings.max_json_bytes,
-        upload_paths=frozenset({"/notes/v1/notes"}),
+        upload_paths=frozenset({"/notes/v1/notes", transcribe_async.PATH}),
+        upload_prefixes=(process_audio.UPLOAD_PREFIX,),
     )
     app.add_middleware(AccessLogMiddleware)
     _document_errors_as_answered(app)
@@ -106,6 +124,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 def _document_errors_as_answered(app: FastAPI) -> None:
     """Make the OpenAPI document describe errors as the gateway really answers them.
 
+    Either key style authenticates, so each style is its own security requirement.
     FastAPI adds a 422 ``HTTPValidationError`` to every route with parameters, but validation
     errors are answered 400 in the envelope, which each route documents itself; and it files the
     error envelope of a plain-text route (the transcript) under text/plain, though errors are
@@ -119,6 +138,12 @@ def _document_errors_as_answered(app: FastAPI) -> None:
         schema = generate()
         for path_item in schema.get("paths", {}).values():
             for operation in path_item.values():
+                # FastAPI lists the two key styles in one requirement (both needed); either will do.
+                operation["security"] = [
+                    {name: scopes} for requirement in operation.get("security", []) for name, scopes in requirement.items()
+                ] or operation.get("security", [])
+                if not operation["security"]:
+                    del operation["security"]
                 responses = operation.get("responses", {})
                 default = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
                 if default.get("$ref", "").endswith("/HTTPValidationError"):

@@ -42,6 +42,9 @@ class GatewaySettings(ServiceSettings):
     )
     rpc_timeout_s: float = Field(default=15.0, gt=0, description="Deadline of a read call to a backend.")
     upload_timeout_s: float = Field(default=600.0, gt=0, description="Deadline of a whole audio upload to ingestion.")
+    smart_feedback_timeout_s: float = Field(
+        default=60.0, gt=0, le=600, description="Smart Feedback answers 408 when it cannot answer within this time."
+    )
     ready_timeout_s: float = Field(default=1.0, gt=0, description="Deadline of each health check behind /readyz.")
     redis_url: SecretStr | None = shared(
         "redis_url",

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.backends import Backends
 from gateway.config import GatewaySettings
@@ -26,6 +26,13 @@ api_key_header = APIKeyHeader(
     auto_error=False,
     scheme_name="ApiKey",
     description="Your API key (sk_live_...). Keep it secret.",
+)
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="Bearer",
+    description="The same API key as a bearer token: `Authorization: Bearer sk_live_...`.",
 )
 
 
@@ -49,9 +56,18 @@ BackendStubs = Annotated[Backends, Depends(get_backends)]
 KeyStore = Annotated[ApiKeyStore, Depends(get_key_store)]
 
 
-async def authenticate(store: KeyStore, api_key: Annotated[str | None, Security(api_key_header)]) -> Principal:
-    """The caller behind the ``X-API-KEY`` header; 401 when it is missing, unknown, revoked or expired."""
-    principal = await store.authenticate(api_key.strip()) if api_key else None
+async def authenticate(
+    store: KeyStore,
+    api_key: Annotated[str | None, Security(api_key_header)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Principal:
+    """The caller behind the ``X-API-KEY`` header or ``Authorization: Bearer <key>`` (the same
+    tenant keys on every surface); 401 when it is missing, unknown, revoked or expired.
+
+    ``X-API-KEY`` wins when both are sent.
+    """
+    key = (api_key or "").strip() or (credentials.credentials.strip() if credentials else "")
+    principal = await store.authenticate(key) if key else None
     if principal is None:
         raise unauthorized()
     return principal

@@ -117,6 +117,24 @@ class PayloadTooLarge(StarletteHTTPException):
         self.audio = audio
 
 
+def _status_body(error: ApiError) -> dict[str, Any]:
+    """Seed 003's error body: ``{code: <HTTP status>, message, data: null}``."""
+    return {"code": error.status_code, "message": error.message, "data": None}
+
+
+# Surfaces whose contract defines its own error body (path prefix -> body); every other path
+# answers the envelope.
+SURFACE_ERROR_BODIES: dict[str, Any] = {"/api/externalAPIs/": _status_body}
+
+
+def error_response(path: str, error: ApiError) -> JSONResponse:
+    """``error`` as the surface of ``path`` answers errors."""
+    for prefix, body in SURFACE_ERROR_BODIES.items():
+        if path.startswith(prefix):
+            return JSONResponse(body(error), status_code=error.status_code, headers=error.headers)
+    return error.response()
+
+
 def invalid_note_id() -> ApiError:
     """The seed's 400 for a note id that is not a UUID."""
     return ApiError(400, "INVALID_NOTE_ID", "Invalid note_id format")
@@ -168,17 +186,17 @@ def validation_error(errors: list[dict[str, Any]] | tuple[Any, ...]) -> ApiError
     return ApiError(400, "VALIDATION_ERROR", f"Invalid request: {names}", details)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return error_response(request.url.path, exc)
 
 
-async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return validation_error(exc.errors()).response()
+    return error_response(request.url.path, validation_error(exc.errors()))
 
 
-async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     headers = dict(exc.headers) if exc.headers else None
@@ -196,7 +214,7 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
         name = ERROR_NAMES.get(status, "error")
         error = ApiError(status, name.upper(), str(exc.detail) if exc.detail else name)
     error.headers = headers
-    return error.response()
+    return error_response(request.url.path, error)
 
 
 async def _rpc_error(request: Request, exc: Exception) -> JSONResponse:
@@ -208,7 +226,7 @@ async def _rpc_error(request: Request, exc: Exception) -> JSONResponse:
             "backend call failed",
             extra={"grpc_status": exc.code().name, "grpc_message": exc.details(), "path": request.url.path},
         )
-    return error.response()
+    return error_response(request.url.path, error)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -248,7 +266,8 @@ class UnhandledErrorMiddleware:
             log.exception("unhandled error", extra={"method": scope.get("method"), "path": scope.get("path")})
             if started:
                 raise
-            await ApiError(500, "INTERNAL_ERROR", "Internal server error").response()(scope, receive, send)
+            error = ApiError(500, "INTERNAL_ERROR", "Internal server error")
+            await error_response(scope.get("path") or "", error)(scope, receive, send)
 
 
 class BodySizeLimitMiddleware:
@@ -261,19 +280,30 @@ class BodySizeLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, limit: int, audio_limit: int, json_limit: int, upload_paths: frozenset[str]
+        self,
+        app: ASGIApp,
+        limit: int,
+        audio_limit: int,
+        json_limit: int,
+        upload_paths: frozenset[str],
+        upload_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.limit = limit
         self.audio_limit = audio_limit
         self.json_limit = json_limit
         self.upload_paths = upload_paths
+        # Uploads whose path carries a parameter (e.g. /upload_audio/{user_id}).
+        self.upload_prefixes = upload_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope.get("method") == "POST" and scope.get("path") in self.upload_paths
+        path = scope.get("path") or ""
+        upload = scope.get("method") == "POST" and (
+            path in self.upload_paths or bool(self.upload_prefixes and path.startswith(self.upload_prefixes))
+        )
         limit = self.limit if upload else self.json_limit
         too_large = payload_too_large(self.audio_limit) if upload else body_too_large(self.json_limit)
         for name, value in scope.get("headers", ()):

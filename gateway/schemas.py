@@ -239,6 +239,11 @@ class NoteUploadForm(BaseModel):
         description='JSON: an object {"patient_name": "Rex", ...} or a list [{"key": ..., "value": ...}].',
     )
     language: str | None = Field(default=None, description="ISO 639-1 hint (pt, en, es); default detect.")
+    callback_url: str | None = Field(
+        default=None,
+        description="http(s) URL the note's outcome is POSTed to, signed (see /webhooks/v1); "
+        "default: the tenant's webhook URL, if any.",
+    )
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -35,6 +35,15 @@ class NoteFields(BaseModel):
     external_id: str = Field(default="", max_length=MAX_TEXT)
     metadata: list[tuple[str, str]] = Field(default_factory=list, max_length=MAX_METADATA_ITEMS)
     language: str = ""
+    callback_url: str = Field(default="", max_length=2048)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("callback_url must be an http:// or https:// URL")
+        return value
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -107,7 +116,10 @@ def read_form(form: FormData) -> tuple[UploadFile, NoteFields]:
         errors.append({"loc": ("audio",), "msg": "Field required"})
     elif not isinstance(audio, UploadFile):
         errors.append({"loc": ("audio",), "msg": "must be a file"})
-    raw = {name: _text_field(form, name) for name in ("name", "gender", "external_id", "metadata", "language")}
+    raw = {
+        name: _text_field(form, name)
+        for name in ("name", "gender", "external_id", "metadata", "language", "callback_url")
+    }
     try:
         fields = NoteFields.model_validate({key: value for key, value in raw.items() if value is not None})
     except ValidationError as exc:
@@ -133,6 +145,7 @@ def upload_metadata(tenant_id: str, audio: UploadFile, fields: NoteFields) -> pb
             external_id=fields.external_id,
             metadata=[types.MetadataItem(key=key, value=value) for key, value in fields.metadata],
             language_hint=fields.language,
+            callback_url=fields.callback_url,
         ),
         filename=(audio.filename or "")[:MAX_TEXT],
         content_type=audio.content_type or "",

@@ -14,5 +14,7 @@ def build_consumer(messaging: Messaging, handlers: IngestionHandlers):
             ev.NoteGenerated: handlers.on_run_finished,
             ev.NoteGenerationFailed: handlers.on_run_finished,
             ev.TranscriptionFailed: handlers.on_run_finished,
+            # Ends the run of a transcription-only request (seed 002); ignored for notes.
+            ev.TranscriptionCompleted: handlers.on_run_finished,
         }
     )

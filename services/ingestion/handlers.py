@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import tempfile
 import uuid
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import grpc
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.blobstore import BlobStore
@@ -34,7 +36,7 @@ from scribe.ingestion.v1 import ingestion_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
 from services.ingestion.audio import ACCEPTED_FORMATS, NotAudio, probe_audio
 from services.ingestion.config import IngestionSettings
-from services.ingestion.models import UploadRow
+from services.ingestion.models import StoredFileRow, UploadRow
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,36 @@ STATUS_TO_PROTO = {
     "failed": types.NOTE_STATUS_FAILED,
 }
 MAX_TEXT = 255
+MAX_CLIENT_REQUEST_ID = 128
+MAX_CALLBACK_URL = 2048
+# A transcription-only run ends with its transcript; a note's with the note.
+KIND_NAMES = {types.REQUEST_KIND_UNSPECIFIED: "note", types.REQUEST_KIND_TRANSCRIPTION: "transcription"}
+
+
+def request_hash(metadata: pb.UploadMetadata, audio_sha256: str) -> str:
+    """What a request asked for (its audio and every parameter), as one digest: two uploads with
+    the same client request id are the same request exactly when their digests are equal."""
+    note = metadata.note
+    fields = {
+        "audio_sha256": audio_sha256,
+        "kind": int(note.kind),
+        "name": note.name,
+        "gender": note.gender,
+        "external_id": note.external_id,
+        "metadata": [[item.key, item.value] for item in note.metadata],
+        "language_hint": note.language_hint,
+        "callback_url": note.callback_url,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _idempotency_conflict(client_request_id: str) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "IDEMPOTENCY_CONFLICT",
+        "This id was already used for a request with different content",
+        {"id": client_request_id},
+    )
 
 
 def _invalid_audio(message: str, received: str) -> ServiceError:
@@ -77,13 +109,23 @@ class IngestionHandlers:
 
     # -- upload -----------------------------------------------------------------------------
 
-    async def upload(self, metadata: pb.UploadMetadata, chunks: AsyncIterator[bytes]) -> pb.Upload:
-        """Store a new note's audio and announce it; all or nothing."""
+    async def upload(self, metadata: pb.UploadMetadata, chunks: AsyncIterator[bytes]) -> tuple[pb.Upload, bool]:
+        """Store a new note's audio and announce it; all or nothing.
+
+        Returns the upload and whether it is an earlier identical request named by the same client
+        request id (then nothing new is stored); the same id with other content is a conflict.
+        """
         self._validate_metadata(metadata)
         staged = Path(tempfile.mkstemp(prefix="upload-", dir=self.blobs.staging_dir())[1])
         blob_key: str | None = None
+        client_request_id = metadata.note.client_request_id
         try:
             size, sha256 = await self._stage(chunks, staged)
+            digest = request_hash(metadata, sha256)
+            if client_request_id:
+                earlier = await self._same_request(metadata.tenant_id, client_request_id, digest)
+                if earlier is not None:
+                    return earlier, True
             if size == 0:
                 raise _invalid_audio("The audio file is empty", metadata.content_type)
             try:
@@ -120,27 +162,77 @@ class IngestionHandlers:
                 run_requested_at=now,
                 last_driven_at=now,
                 drive_count=1,
+                kind=int(metadata.note.kind),
+                client_request_id=client_request_id or None,
+                request_hash=digest,
+                callback_url=metadata.note.callback_url,
             )
             with log_context(note_id=note_id, tenant_id=metadata.tenant_id, run_id=row.run_id):
                 blob_key = row.blob_key
                 await self.blobs.put_file(blob_key, staged)
-                async with self.session_maker() as session, session.begin():
-                    session.add(row)
-                    await self.outbox.enqueue(
-                        session, self._audio_ingested(row), tenant_id=row.tenant_id, note_id=row.note_id
-                    )
-                log.info("audio ingested", extra={"size_bytes": size, "duration_ms": probe.duration_ms})
+                try:
+                    async with self.session_maker() as session, session.begin():
+                        session.add(row)
+                        await self.outbox.enqueue(
+                            session, self._audio_ingested(row), tenant_id=row.tenant_id, note_id=row.note_id
+                        )
+                except IntegrityError:
+                    if not client_request_id:
+                        raise
+                    # A concurrent upload with the same client request id committed first.
+                    earlier = await self._same_request(metadata.tenant_id, client_request_id, digest)
+                    if earlier is None:
+                        raise
+                    return earlier, True
+                log.info(
+                    "audio ingested",
+                    extra={"size_bytes": size, "duration_ms": probe.duration_ms, "kind": KIND_NAMES.get(row.kind)},
+                )
             blob_key = None  # committed: the blob now belongs to the note
-            return self._to_proto(row)
+            return self._to_proto(row), False
         finally:
             with contextlib.suppress(FileNotFoundError):
                 staged.unlink()
             if blob_key is not None:
                 await self.blobs.delete(blob_key)
 
+    async def _same_request(self, tenant_id: str, client_request_id: str, digest: str) -> pb.Upload | None:
+        """The tenant's upload with this client request id when it asked for the same thing; None
+        when there is none; IDEMPOTENCY_CONFLICT when it asked for something else."""
+        async with self.session_maker() as session:
+            row = await session.scalar(
+                select(UploadRow).where(
+                    UploadRow.tenant_id == tenant_id, UploadRow.client_request_id == client_request_id
+                )
+            )
+        if row is None:
+            return None
+        if row.request_hash != digest:
+            raise _idempotency_conflict(client_request_id)
+        return self._to_proto(row)
+
     def _validate_metadata(self, metadata: pb.UploadMetadata) -> None:
         if not metadata.tenant_id:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "tenant_id is required")
+        note = metadata.note
+        if note.kind not in KIND_NAMES:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "unknown request kind")
+        if len(note.client_request_id) > MAX_CLIENT_REQUEST_ID:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "VALIDATION_ERROR",
+                f"id is longer than {MAX_CLIENT_REQUEST_ID} characters",
+                {"field": "id"},
+            )
+        if note.callback_url and (
+            len(note.callback_url) > MAX_CALLBACK_URL or not note.callback_url.startswith(("http://", "https://"))
+        ):
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "VALIDATION_ERROR",
+                "callback_url must be an http:// or https:// URL",
+                {"field": "callback_url"},
+            )
         fields = {"name": (metadata.note.name, MAX_TEXT), "gender": (metadata.note.gender, 32),
                   "external_id": (metadata.note.external_id, MAX_TEXT)}
         for field, (value, limit) in fields.items():
@@ -173,6 +265,115 @@ class IngestionHandlers:
                 digest.update(chunk)
                 await asyncio.to_thread(handle.write, chunk)
         return size, digest.hexdigest()
+
+    # -- stored files (seed 004) ---------------------------------------------------------
+
+    async def store_file(self, metadata: pb.FileMetadata, chunks: AsyncIterator[bytes]) -> pb.StoredFile:
+        """Store a user's audio file, checked like an upload, without processing it."""
+        if not metadata.tenant_id or not metadata.user_id or len(metadata.user_id) > 128:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "tenant_id and user_id (<= 128 chars) are required"
+            )
+        staged = Path(tempfile.mkstemp(prefix="file-", dir=self.blobs.staging_dir())[1])
+        blob_key: str | None = None
+        try:
+            size, sha256 = await self._stage(chunks, staged)
+            if size == 0:
+                raise _invalid_audio("The audio file is empty", metadata.content_type)
+            try:
+                probe = await asyncio.to_thread(probe_audio, staged)
+            except NotAudio as exc:
+                raise _invalid_audio(f"Invalid audio format: {exc}", metadata.content_type) from None
+            if probe.duration_ms > self.settings.max_duration_s * 1000:
+                raise ServiceError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "AUDIO_TOO_LONG",
+                    f"The recording is longer than {int(self.settings.max_duration_s)} seconds",
+                    {"max_duration_s": self.settings.max_duration_s, "duration_s": probe.duration_ms / 1000},
+                )
+            file_id = str(uuid.uuid4())
+            row = StoredFileRow(
+                file_id=file_id,
+                tenant_id=metadata.tenant_id,
+                user_id=metadata.user_id,
+                blob_key=f"{metadata.tenant_id}/files/{file_id}/audio.{probe.extension}",
+                content_type=probe.mime_type,
+                filename=metadata.filename[:MAX_TEXT],
+                size_bytes=size,
+                duration_ms=probe.duration_ms,
+                sha256=sha256,
+                created_at=utcnow(),
+            )
+            blob_key = row.blob_key
+            await self.blobs.put_file(blob_key, staged)
+            async with self.session_maker() as session, session.begin():
+                session.add(row)
+            blob_key = None
+            log.info("file stored", extra={"tenant_id": row.tenant_id, "file_id": file_id, "size_bytes": size})
+            return self._file_proto(row)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                staged.unlink()
+            if blob_key is not None:
+                await self.blobs.delete(blob_key)
+
+    async def process_file(self, request: pb.ProcessFileRequest) -> pb.Upload:
+        """A new note from a stored file's audio, announced in the same transaction."""
+        if len(request.name) > MAX_TEXT or len(request.language_hint) > 16:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "file_name or language too long")
+        async with self.session_maker() as session, session.begin():
+            stored = await session.get(StoredFileRow, request.file_id) if request.file_id else None
+            if stored is None or stored.tenant_id != request.tenant_id or stored.user_id != request.user_id:
+                raise ServiceError(grpc.StatusCode.NOT_FOUND, "FILE_NOT_FOUND", "No such file for this user")
+            now = utcnow()
+            row = UploadRow(
+                note_id=str(uuid.uuid4()),
+                tenant_id=stored.tenant_id,
+                name=(request.name or stored.filename)[:MAX_TEXT],
+                gender="",
+                external_id="",
+                metadata_items=[{"key": "user_id", "value": stored.user_id}, {"key": "file_id", "value": stored.file_id}],
+                language_hint=request.language_hint,
+                blob_key=stored.blob_key,
+                content_type=stored.content_type,
+                filename=stored.filename,
+                size_bytes=stored.size_bytes,
+                duration_ms=stored.duration_ms,
+                sha256=stored.sha256,
+                created_at=now,
+                status="pending",
+                run_id=str(uuid.uuid4()),
+                attempt=1,
+                run_requested_at=now,
+                last_driven_at=now,
+                drive_count=1,
+                kind=types.REQUEST_KIND_UNSPECIFIED,
+                client_request_id=None,
+                request_hash="",
+                callback_url="",
+            )
+            session.add(row)
+            await self.outbox.enqueue(session, self._audio_ingested(row), tenant_id=row.tenant_id, note_id=row.note_id)
+        with log_context(note_id=row.note_id, tenant_id=row.tenant_id, run_id=row.run_id):
+            log.info("stored file sent for processing", extra={"file_id": stored.file_id})
+        return self._to_proto(row)
+
+    @staticmethod
+    def _file_proto(row: StoredFileRow) -> pb.StoredFile:
+        return pb.StoredFile(
+            file_id=row.file_id,
+            tenant_id=row.tenant_id,
+            user_id=row.user_id,
+            audio=types.AudioRef(
+                blob_key=row.blob_key,
+                content_type=row.content_type,
+                size_bytes=row.size_bytes,
+                duration_ms=row.duration_ms,
+                sha256=row.sha256,
+                filename=row.filename,
+            ),
+            created_at=timestamp(row.created_at),
+        )
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -239,11 +440,16 @@ class IngestionHandlers:
             row.status = "processing"
 
     async def on_run_finished(self, session: AsyncSession, event: DecodedEvent) -> None:
-        """A terminal event (note generated, or transcription / generation failed) ends its run."""
+        """A terminal event (note generated, or transcription / generation failed) ends its run;
+        a transcription-only request's run ends with its transcript."""
         payload = event.payload
         row = await session.get(UploadRow, event.envelope.note_id)
         if row is None or payload.run.run_id != row.run_id:
             return  # a run that a later retry superseded
+        if isinstance(payload, ev.TranscriptionCompleted):
+            if row.kind == types.REQUEST_KIND_TRANSCRIPTION and row.status in ("pending", "processing"):
+                row.status = "completed"
+            return
         row.status = "completed" if isinstance(payload, ev.NoteGenerated) else "failed"
 
     # -- re-drive ---------------------------------------------------------------------------
@@ -297,6 +503,9 @@ class IngestionHandlers:
             external_id=row.external_id,
             metadata=[types.MetadataItem(key=m["key"], value=m["value"]) for m in row.metadata_items],
             language_hint=row.language_hint,
+            kind=row.kind or 0,
+            client_request_id=row.client_request_id or "",
+            callback_url=row.callback_url or "",
         )
 
     @staticmethod

@@ -32,10 +32,37 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
                         )
                     yield message.chunk
 
-            upload = await self.handlers.upload(first.metadata, chunks())
+            upload, replayed = await self.handlers.upload(first.metadata, chunks())
         except ServiceError as exc:
             await abort(context, exc)
-        return pb.UploadAudioResponse(upload=upload)
+        return pb.UploadAudioResponse(upload=upload, replayed=replayed)
+
+    async def StoreFile(self, request_iterator: AsyncIterator[pb.StoreFileRequest], context) -> pb.StoreFileResponse:
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None or first.WhichOneof("content") != "metadata":
+                raise ServiceError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "the first message must carry the metadata"
+                )
+
+            async def chunks() -> AsyncIterator[bytes]:
+                async for message in request_iterator:
+                    if message.WhichOneof("content") != "chunk":
+                        raise ServiceError(
+                            grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "metadata may only come first"
+                        )
+                    yield message.chunk
+
+            stored = await self.handlers.store_file(first.metadata, chunks())
+        except ServiceError as exc:
+            await abort(context, exc)
+        return pb.StoreFileResponse(file=stored)
+
+    async def ProcessFile(self, request: pb.ProcessFileRequest, context) -> pb.ProcessFileResponse:
+        try:
+            return pb.ProcessFileResponse(upload=await self.handlers.process_file(request))
+        except ServiceError as exc:
+            await abort(context, exc)
 
     async def GetUpload(self, request: pb.GetUploadRequest, context) -> pb.GetUploadResponse:
         try:

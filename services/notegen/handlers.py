@@ -150,6 +150,8 @@ class NotegenHandlers:
     async def on_transcription_completed(self, session: AsyncSession, event: DecodedEvent) -> None:
         payload: ev.TranscriptionCompleted = event.payload
         envelope = event.envelope
+        if payload.kind == types.REQUEST_KIND_TRANSCRIPTION:
+            return  # a transcript-only request (seed 002): its run ends with the transcript
         existing = await session.get(GenerationRow, payload.run.run_id)
         if existing is not None:
             await self._announce(session, existing)

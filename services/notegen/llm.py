@@ -230,3 +230,58 @@ def _spoken_numbers(folded: str) -> set[str]:
         value = float(number.value)
         found.add(str(int(value)) if value.is_integer() else repr(value))
     return found
+
+
+FOLLOW_UP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["message"],
+    "properties": {"message": {"type": "string"}},
+}
+_LANGUAGE_NAMES = {"pt": "Portuguese", "en": "English", "es": "Spanish"}
+
+
+async def write_follow_up(
+    generator: LlmGenerator, facts: dict[str, Any], draft: str, language: str, instructions: str
+) -> str | None:
+    """A follow-up message to the owner / patient written by the model from ``facts`` and following
+    ``instructions``; None on any failure (logged without content), so the caller keeps ``draft``.
+
+    Only facts from the note go to the model; ``draft`` is the template's message, which the model
+    may rephrase but must not contradict.
+    """
+    config = generator.config
+    system = (
+        f"You write one short follow-up message from a clinic to the owner or patient, in "
+        f"{_LANGUAGE_NAMES.get(language, 'English')}, resuming the consultation described by the facts. "
+        "Use only these facts; never invent a diagnosis, drug, dose or date. Name the patient and every "
+        "medication given. Follow the clinic's instructions about tone and purpose. Answer as JSON "
+        '{"message": "..."}.'
+    )
+    user = json.dumps(
+        {"facts": facts, "draft": draft, "instructions": instructions}, ensure_ascii=False
+    )
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    try:
+        response = await generator._client.post(
+            f"{config.base_url.rstrip('/')}/chat/completions",
+            headers=headers,
+            json={
+                "model": config.model,
+                "temperature": config.temperature,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "follow_up", "strict": True, "schema": FOLLOW_UP_SCHEMA},
+                },
+            },
+            timeout=config.timeout_s,
+        )
+        response.raise_for_status()
+        message = json.loads(response.json()["choices"][0]["message"]["content"])["message"]
+    except Exception as exc:  # noqa: BLE001 - any failure means "keep the template's message"
+        log.warning("llm follow-up failed; using the template", extra={"error": type(exc).__name__})
+        return None
+    if not isinstance(message, str) or not message.strip():
+        return None
+    return message.strip()[:4000]

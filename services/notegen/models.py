@@ -102,4 +102,45 @@ class SectionEditRow(Base):
     )
 
 
+class FollowUpBatchRow(Base):
+    """One Smart Feedback request (seed 003): how many ids it named and how many were queued."""
+
+    __tablename__ = "follow_up_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    requested_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    queued_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class FollowUpRow(Base):
+    """A follow-up message to write for one note of a batch: pending -> completed | failed."""
+
+    __tablename__ = "follow_ups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(36), ForeignKey("follow_up_batches.batch_id"), nullable=False)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    note_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    # The generation the message resumes from (the note's latest completed run).
+    run_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    instructions: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    language: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    generator: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    failure_code: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    failure_message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ix_follow_ups_batch", "batch_id"),
+        Index("ix_follow_ups_note", "note_id", "created_at"),
+        Index("ix_follow_ups_due", "status", "created_at"),
+    )
+
+
 MESSAGING = messaging_tables(Base.metadata)

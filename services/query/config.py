@@ -22,3 +22,20 @@ class QuerySettings(ServiceSettings):
         le=60,
         description="Longest a read of a note unknown to the read model waits for its projection.",
     )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Deadline of one webhook HTTP call (connect + answer)."
+    )
+    webhook_retry_window_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="How long a delivery is retried (timeouts, 5xx, connection errors) before it ends failed.",
+    )
+    webhook_backoff_base_s: float = Field(
+        default=5.0, gt=0, description="Wait before the first retry; doubled at each further retry."
+    )
+    webhook_backoff_max_s: float = Field(default=900.0, gt=0, description="Longest wait between two attempts.")
+    webhook_concurrency: int = Field(default=8, ge=1, le=256, description="Webhook calls in flight at once.")
+    webhook_poll_s: float = Field(default=1.0, gt=0, description="How often the delivery worker looks for due calls.")
+    webhook_rotation_overlap_s: int = Field(
+        default=24 * 3600, ge=0, description="How long a rotated-out signing secret stays valid (and signs) by default."
+    )

@@ -38,7 +38,7 @@ from scribe.events.v1 import events_pb2 as ev
 from scribe.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from scribe.query.v1 import query_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
-from services.query import export
+from services.query import export, webhooks
 from services.query.config import QuerySettings
 from services.query.models import NoteRow
 
@@ -72,6 +72,16 @@ _STATUS_BY_EVENT: dict[type[Message], str] = {
     ev.NoteGenerationFailed: "failed",
 }
 PROJECTED_EVENTS: tuple[type[Message], ...] = (*_STAGE_BY_EVENT, ev.NoteSectionUpdated)
+# Events after which a terminal row may owe its webhook: the terminal events, and the upload's
+# facts (which carry the callback URL and may arrive after the outcome, on another topic).
+_WEBHOOK_TRIGGERS = (
+    ev.TranscriptionCompleted,
+    ev.TranscriptionFailed,
+    ev.NoteGenerated,
+    ev.NoteGenerationFailed,
+    ev.AudioIngested,
+    ev.TranscriptionRequested,
+)
 
 STATUS_TO_PROTO = {
     "pending": types.NOTE_STATUS_PENDING,
@@ -114,6 +124,10 @@ def _access_denied() -> ServiceError:
     return ServiceError(
         grpc.StatusCode.PERMISSION_DENIED, "NOTE_ACCESS_DENIED", "Note does not belong to current tenant"
     )
+
+
+def _request_not_found() -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, "REQUEST_NOT_FOUND", "Asynchronous request not found")
 
 
 def _validation(message: str, field: str) -> ServiceError:
@@ -199,6 +213,9 @@ def _fill_note_facts(row: NoteRow, payload: ev.AudioIngested | ev.TranscriptionR
     row.external_id = _clip(note.external_id, 255)
     row.metadata_items = [{"key": item.key, "value": item.value} for item in note.metadata]
     row.language_hint = _clip(note.language_hint, 16)
+    row.kind = int(note.kind)
+    row.client_request_id = _clip(note.client_request_id, 128)
+    row.callback_url = note.callback_url
     if payload.HasField("created_at"):
         row.created_at = from_timestamp(payload.created_at)
     if payload.audio.duration_ms > 0:
@@ -269,9 +286,24 @@ def _apply_run_event(row: NoteRow, payload: Message) -> None:
         row.failure_message = payload.failure.message
 
     stage = _STAGE_BY_EVENT[type(payload)]
+    status = _STATUS_BY_EVENT[type(payload)]
+    if isinstance(payload, ev.TranscriptionCompleted) and (
+        payload.kind == types.REQUEST_KIND_TRANSCRIPTION or row.kind == types.REQUEST_KIND_TRANSCRIPTION
+    ):
+        # A transcript-only request (seed 002) ends with its transcript: no note follows.
+        row.kind = types.REQUEST_KIND_TRANSCRIPTION
+        stage = STAGE_TERMINAL
+        if terminal_seen:
+            return
+        if payload.transcript.segments:
+            status = "completed"
+        else:
+            status = "failed"
+            row.failure_code = "TRANSCRIPT_TOO_SHORT"
+            row.failure_message = "No speech was transcribed from the audio"
     if stage > row.stage:
         row.stage = stage
-        row.status = _STATUS_BY_EVENT[type(payload)]
+        row.status = status
         if stage == STAGE_TRANSCRIBED or row.status == "completed":
             row.progress = 1.0
 
@@ -323,11 +355,20 @@ def initial_row_values(envelope: ev.EventEnvelope, payload: Message, occurred_at
         "failure_code": "",
         "failure_message": "",
         "progress": 0.0,
+        "kind": int(payload.kind) if isinstance(payload, ev.TranscriptionCompleted) else 0,
+        "client_request_id": "",
+        "callback_url": "",
     }
 
 
 class NoteProjection:
-    """Applies events to the notes table; called by the consumer inside its inbox transaction."""
+    """Applies events to the notes table; called by the consumer inside its inbox transaction.
+
+    With settings, a terminal state also writes its webhook delivery in the same transaction.
+    """
+
+    def __init__(self, settings: QuerySettings | None = None) -> None:
+        self.settings = settings
 
     async def apply(self, session: AsyncSession, event: DecodedEvent) -> None:
         envelope, payload = event.envelope, event.payload
@@ -339,6 +380,13 @@ class NoteProjection:
             # A note never changes tenant: such an event is forged or corrupt, not to be applied.
             raise PermanentError("event tenant does not match the note's tenant")
         merge_event(row, payload, occurred_at)
+        if self.settings is not None and row.stage >= STAGE_TERMINAL and isinstance(payload, _WEBHOOK_TRIGGERS):
+            await webhooks.enqueue_terminal(session, row, self.settings)
+
+    async def follow_up_written(self, session: AsyncSession, event: DecodedEvent) -> None:
+        """A Smart Feedback follow-up was written: its webhook, when the tenant has one."""
+        if self.settings is not None:
+            await webhooks.enqueue_follow_up(session, event.envelope, event.payload, self.settings)
 
     async def _locked_row(
         self, session: AsyncSession, envelope: ev.EventEnvelope, payload: Message, occurred_at: dt.datetime
@@ -542,9 +590,10 @@ class NoteReader:
         self.lag_source = lag_source
 
     async def gauges(self) -> list[Sample]:
-        """Notes in the read model by status, for /metrics."""
+        """Notes in the read model by status, for /metrics (async transcription requests are not notes)."""
         async with self.session_maker() as session:
-            counts = dict((await session.execute(select(NoteRow.status, func.count()).group_by(NoteRow.status))).all())
+            query = select(NoteRow.status, func.count()).where(NoteRow.kind != types.REQUEST_KIND_TRANSCRIPTION)
+            counts = dict((await session.execute(query.group_by(NoteRow.status))).all())
         statuses = dict.fromkeys(("pending", "processing", "completed", "failed"), 0) | counts
         return [("scribe_notes", {"status": status}, count) for status, count in statuses.items()]
 
@@ -564,6 +613,30 @@ class NoteReader:
         if row.tenant_id != tenant_id:
             raise _access_denied()
         return _note_view(row, with_content=True)
+
+    async def get_async_transcription(self, tenant_id: str, request_id: str) -> str:
+        """Seed 002's answer for an async transcription request, as JSON (the webhook's body too).
+
+        Another tenant's request, or a note that is not a transcription request, is not found.
+        """
+        self._require_ids(tenant_id, request_id)
+        row = await self._full_row(request_id)
+        if row is None:
+            try:
+                found = await self._await_projection(tenant_id, request_id)
+            except ServiceError as exc:
+                if exc.status in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND):
+                    raise _request_not_found() from None
+                raise
+            if isinstance(found, ingestion_pb2.Upload):
+                if found.note.kind != types.REQUEST_KIND_TRANSCRIPTION:
+                    raise _request_not_found()
+                body = webhooks.async_transcription_body(found.note_id, found.note.client_request_id, "pending")
+                return webhooks.dump(body)
+            row = await self._full_row(request_id)
+        if row is None or row.tenant_id != tenant_id or row.kind != types.REQUEST_KIND_TRANSCRIPTION:
+            raise _request_not_found()
+        return webhooks.dump(webhooks.async_transcription_body(row.note_id, row.client_request_id, row.status, row))
 
     async def export_note(self, tenant_id: str, note_id: str, fmt: str) -> pb.ExportNoteResponse:
         """A completed note as a document (TXT or RTF); FAILED_PRECONDITION NOTE_NOT_READY before."""
@@ -683,7 +756,7 @@ class NoteReader:
             raise _validation("page must be 1 or more", "page")
         if not 1 <= limit <= MAX_LIMIT:
             raise _validation(f"limit must be between 1 and {MAX_LIMIT}", "limit")
-        conditions = [NoteRow.tenant_id == request.tenant_id]
+        conditions = [NoteRow.tenant_id == request.tenant_id, NoteRow.kind == int(request.kind)]
         if request.status != types.NOTE_STATUS_UNSPECIFIED:
             status = STATUS_FROM_PROTO.get(request.status)
             if status is None:

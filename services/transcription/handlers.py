@@ -140,6 +140,7 @@ class TranscriptionHandlers:
                     blob_key=payload.audio.blob_key,
                     audio_duration_ms=payload.audio.duration_ms,
                     language_hint=payload.note.language_hint,
+                    kind=int(payload.note.kind),
                     status="queued",
                     tries=0,
                     created_at=utcnow(),
@@ -460,7 +461,7 @@ class TranscriptionHandlers:
     async def _announce_completed(self, session: AsyncSession, job: JobRow) -> None:
         await self.outbox.enqueue(
             session,
-            ev.TranscriptionCompleted(run=self._run_ref(job), transcript=transcript_proto(job)),
+            ev.TranscriptionCompleted(run=self._run_ref(job), transcript=transcript_proto(job), kind=job.kind or 0),
             tenant_id=job.tenant_id,
             note_id=job.note_id,
         )

@@ -28,6 +28,9 @@ class JobRow(Base):
     blob_key: Mapped[str] = mapped_column(String(512), nullable=False)
     audio_duration_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     language_hint: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    # types.RequestKind of the upload, echoed in TranscriptionCompleted so notegen can skip
+    # transcription-only requests.
+    kind: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     tries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)

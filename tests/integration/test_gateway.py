@@ -157,7 +157,7 @@ async def test_openapi_documents_the_error_envelope(gateway):
         if "422" in operation["responses"]:  # documented by us, in the envelope: never FastAPI's default
             schema = operation["responses"]["422"]["content"]["application/json"]["schema"]
             assert schema == envelope, (path, method)
-        assert operation["security"] == [{"ApiKey": []}]
+        assert operation["security"] == [{"ApiKey": []}, {"Bearer": []}]  # either style
     upload_responses = spec["paths"]["/notes/v1/notes"]["post"]["responses"]
     assert upload_responses["413"]["content"]["application/json"]["schema"] == envelope
     assert "404" in spec["paths"]["/notes/v1/notes/{note_id}"]["get"]["responses"]

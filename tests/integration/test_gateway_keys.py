@@ -348,3 +348,24 @@ async def test_a_lookup_racing_a_revoke_does_not_cache_the_stale_answer(store_db
     assert (await lookup).key_id == row.id  # that request was already under way
     store._fetch = fetch
     assert await store.authenticate(key) is None  # but its answer was not cached
+
+
+async def test_bearer_token_is_the_same_key_as_x_api_key(tmp_path: Path, backends):
+    async with running_gateway(gateway_settings(tmp_path / "gw", backends)) as (_, client):
+        response = await client.get(PAST_AUTH, headers={"Authorization": f"Bearer {TEST_API_KEY}"})
+        assert response.status_code == 400, response.text  # past authentication
+        for headers in (
+            {"Authorization": "Bearer sk_live_" + "x" * 32},
+            {"Authorization": f"Basic {TEST_API_KEY}"},
+            {"Authorization": "Bearer "},
+            {"Authorization": TEST_API_KEY},
+        ):
+            response = await client.get(PAST_AUTH, headers=headers)
+            assert response.status_code == 401, (headers, response.text)
+            assert response.json() == UNAUTHORIZED
+        schemes = (await client.get("/openapi.json")).json()["components"]["securitySchemes"]
+        assert schemes["Bearer"] == {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The same API key as a bearer token: `Authorization: Bearer sk_live_...`.",
+        }

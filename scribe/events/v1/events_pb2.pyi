@@ -228,6 +228,9 @@ class TranscriptionCompleted(_message.Message):
 
     RUN_FIELD_NUMBER: _builtins.int
     TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    kind: _types_pb2.RequestKind.ValueType
+    """The upload's kind: a transcription-only request ends here (no note is generated)."""
     @_builtins.property
     def run(self) -> _types_pb2.RunRef: ...
     @_builtins.property
@@ -237,10 +240,11 @@ class TranscriptionCompleted(_message.Message):
         *,
         run: _types_pb2.RunRef | None = ...,
         transcript: _types_pb2.Transcript | None = ...,
+        kind: _types_pb2.RequestKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "transcript", b"transcript"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "transcript", b"transcript"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "run", b"run", "transcript", b"transcript"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -368,3 +372,45 @@ class NoteSectionUpdated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NoteSectionUpdated: _TypeAlias = NoteSectionUpdated  # noqa: Y015
+
+@_typing.final
+class FollowUpWritten(_message.Message):
+    """Smart Feedback (seed 003): notegen wrote (or could not write) a note's follow-up message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    GENERATOR_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    follow_up_id: _builtins.str
+    batch_id: _builtins.str
+    status: _builtins.str
+    """completed or failed."""
+    language: _builtins.str
+    message: _builtins.str
+    """The message to the owner / patient (completed only)."""
+    generator: _builtins.str
+    @_builtins.property
+    def failure(self) -> _types_pb2.Failure: ...
+    def __init__(
+        self,
+        *,
+        follow_up_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        language: _builtins.str = ...,
+        message: _builtins.str = ...,
+        generator: _builtins.str = ...,
+        failure: _types_pb2.Failure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "failure", b"failure", "follow_up_id", b"follow_up_id", "generator", b"generator", "language", b"language", "message", b"message", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowUpWritten: _TypeAlias = FollowUpWritten  # noqa: Y015

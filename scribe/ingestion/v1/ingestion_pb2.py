@@ -26,29 +26,41 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from scribe.types.v1 import types_pb2 as scribe_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#scribe/ingestion/v1/ingestion.proto\x12\x13scribe.ingestion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscribe/types/v1/types.proto\"t\n\x0eUploadMetadata\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\'\n\x04note\x18\x02 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"i\n\x12UploadAudioRequest\x12\x37\n\x08metadata\x18\x01 \x01(\x0b\x32#.scribe.ingestion.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"\x82\x02\n\x06Upload\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x04note\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12(\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x19.scribe.types.v1.AudioRef\x12$\n\x03run\x18\x05 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12+\n\x06status\x18\x06 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x13UploadAudioResponse\x12+\n\x06upload\x18\x01 \x01(\x0b\x32\x1b.scribe.ingestion.v1.Upload\"6\n\x10GetUploadRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"@\n\x11GetUploadResponse\x12+\n\x06upload\x18\x01 \x01(\x0b\x32\x1b.scribe.ingestion.v1.Upload\"9\n\x13RequestRetryRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"C\n\x14RequestRetryResponse\x12+\n\x06upload\x18\x01 \x01(\x0b\x32\x1b.scribe.ingestion.v1.Upload2\xb7\x02\n\x10IngestionService\x12\x62\n\x0bUploadAudio\x12\'.scribe.ingestion.v1.UploadAudioRequest\x1a(.scribe.ingestion.v1.UploadAudioResponse(\x01\x12Z\n\tGetUpload\x12%.scribe.ingestion.v1.GetUploadRequest\x1a&.scribe.ingestion.v1.GetUploadResponse\x12\x63\n\x0cRequestRetry\x12(.scribe.ingestion.v1.RequestRetryRequest\x1a).scribe.ingestion.v1.RequestRetryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#scribe/ingestion/v1/ingestion.proto\x12\x13scribe.ingestion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscribe/types/v1/types.proto\"Z\n\x0c\x46ileMetadata\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"e\n\x10StoreFileRequest\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32!.scribe.ingestion.v1.FileMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"\x9b\x01\n\nStoredFile\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12(\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x19.scribe.types.v1.AudioRef\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x11StoreFileResponse\x12-\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1f.scribe.ingestion.v1.StoredFile\"n\n\x12ProcessFileRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x15\n\rlanguage_hint\x18\x05 \x01(\t\"B\n\x13ProcessFileResponse\x12+\n\x06upload\x18\x01 \x01(\x0b\x32\x1b.scribe.ingestion.v1.Upload\"t\n\x0eUploadMetadata\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\'\n\x04note\x18\x02 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"i\n\x12UploadAudioRequest\x12\x37\n\x08metadata\x18\x01 \x01(\x0b\x32#.scribe.ingestion.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"\x82\x02\n\x06Upload\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x04note\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12(\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x19.scribe.types.v1.AudioRef\x12$\n\x03run\x18\x05 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12+\n\x06status\x18\x06 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x13UploadAudioResponse\x12+\n\x06upload\x18\x01 \x01(\x0b\x32\x1b.scribe.ingestion.v1.Upload\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"6\n\x10GetUploadRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"@\n\x11GetUploadResponse\x12+\n\x06upload\x18\x01 \x01(\x0b\x32\x1b.scribe.ingestion.v1.Upload\"9\n\x13RequestRetryRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"C\n\x14RequestRetryResponse\x12+\n\x06upload\x18\x01 \x01(\x0b\x32\x1b.scribe.ingestion.v1.Upload2\xf7\x03\n\x10IngestionService\x12\x62\n\x0bUploadAudio\x12\'.scribe.ingestion.v1.UploadAudioRequest\x1a(.scribe.ingestion.v1.UploadAudioResponse(\x01\x12Z\n\tGetUpload\x12%.scribe.ingestion.v1.GetUploadRequest\x1a&.scribe.ingestion.v1.GetUploadResponse\x12\x63\n\x0cRequestRetry\x12(.scribe.ingestion.v1.RequestRetryRequest\x1a).scribe.ingestion.v1.RequestRetryResponse\x12\\\n\tStoreFile\x12%.scribe.ingestion.v1.StoreFileRequest\x1a&.scribe.ingestion.v1.StoreFileResponse(\x01\x12`\n\x0bProcessFile\x12\'.scribe.ingestion.v1.ProcessFileRequest\x1a(.scribe.ingestion.v1.ProcessFileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scribe.ingestion.v1.ingestion_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UPLOADMETADATA']._serialized_start=122
-  _globals['_UPLOADMETADATA']._serialized_end=238
-  _globals['_UPLOADAUDIOREQUEST']._serialized_start=240
-  _globals['_UPLOADAUDIOREQUEST']._serialized_end=345
-  _globals['_UPLOAD']._serialized_start=348
-  _globals['_UPLOAD']._serialized_end=606
-  _globals['_UPLOADAUDIORESPONSE']._serialized_start=608
-  _globals['_UPLOADAUDIORESPONSE']._serialized_end=674
-  _globals['_GETUPLOADREQUEST']._serialized_start=676
-  _globals['_GETUPLOADREQUEST']._serialized_end=730
-  _globals['_GETUPLOADRESPONSE']._serialized_start=732
-  _globals['_GETUPLOADRESPONSE']._serialized_end=796
-  _globals['_REQUESTRETRYREQUEST']._serialized_start=798
-  _globals['_REQUESTRETRYREQUEST']._serialized_end=855
-  _globals['_REQUESTRETRYRESPONSE']._serialized_start=857
-  _globals['_REQUESTRETRYRESPONSE']._serialized_end=924
-  _globals['_INGESTIONSERVICE']._serialized_start=927
-  _globals['_INGESTIONSERVICE']._serialized_end=1238
+  _globals['_FILEMETADATA']._serialized_start=122
+  _globals['_FILEMETADATA']._serialized_end=212
+  _globals['_STOREFILEREQUEST']._serialized_start=214
+  _globals['_STOREFILEREQUEST']._serialized_end=315
+  _globals['_STOREDFILE']._serialized_start=318
+  _globals['_STOREDFILE']._serialized_end=473
+  _globals['_STOREFILERESPONSE']._serialized_start=475
+  _globals['_STOREFILERESPONSE']._serialized_end=541
+  _globals['_PROCESSFILEREQUEST']._serialized_start=543
+  _globals['_PROCESSFILEREQUEST']._serialized_end=653
+  _globals['_PROCESSFILERESPONSE']._serialized_start=655
+  _globals['_PROCESSFILERESPONSE']._serialized_end=721
+  _globals['_UPLOADMETADATA']._serialized_start=723
+  _globals['_UPLOADMETADATA']._serialized_end=839
+  _globals['_UPLOADAUDIOREQUEST']._serialized_start=841
+  _globals['_UPLOADAUDIOREQUEST']._serialized_end=946
+  _globals['_UPLOAD']._serialized_start=949
+  _globals['_UPLOAD']._serialized_end=1207
+  _globals['_UPLOADAUDIORESPONSE']._serialized_start=1209
+  _globals['_UPLOADAUDIORESPONSE']._serialized_end=1293
+  _globals['_GETUPLOADREQUEST']._serialized_start=1295
+  _globals['_GETUPLOADREQUEST']._serialized_end=1349
+  _globals['_GETUPLOADRESPONSE']._serialized_start=1351
+  _globals['_GETUPLOADRESPONSE']._serialized_end=1415
+  _globals['_REQUESTRETRYREQUEST']._serialized_start=1417
+  _globals['_REQUESTRETRYREQUEST']._serialized_end=1474
+  _globals['_REQUESTRETRYRESPONSE']._serialized_start=1476
+  _globals['_REQUESTRETRYRESPONSE']._serialized_end=1543
+  _globals['_INGESTIONSERVICE']._serialized_start=1546
+  _globals['_INGESTIONSERVICE']._serialized_end=2049
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,16 @@ class IngestionServiceStub:
                 request_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryRequest.SerializeToString,
                 response_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryResponse.FromString,
                 _registered_method=True)
+        self.StoreFile = channel.stream_unary(
+                '/scribe.ingestion.v1.IngestionService/StoreFile',
+                request_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.StoreFileRequest.SerializeToString,
+                response_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.StoreFileResponse.FromString,
+                _registered_method=True)
+        self.ProcessFile = channel.unary_unary(
+                '/scribe.ingestion.v1.IngestionService/ProcessFile',
+                request_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileRequest.SerializeToString,
+                response_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -57,7 +67,9 @@ class IngestionServiceServicer:
     def UploadAudio(self, request_iterator, context):
         """Client-streaming upload: the first message carries the metadata, every later one a chunk of
         audio. Nothing is committed (blob, row, event) unless the whole audio is within the size limit
-        and decodes as audio.
+        and decodes as audio. With a note.client_request_id, an upload of the tenant with that id
+        and the same content (audio and parameters) is answered again (replayed = true); with other
+        content it is ALREADY_EXISTS IDEMPOTENCY_CONFLICT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,6 +86,23 @@ class IngestionServiceServicer:
         """Start a new run of a note's transcription from its stored audio. Allowed from pending,
         completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
         concurrent requests for one note, one starts the run and the other is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StoreFile(self, request_iterator, context):
+        """Client-streaming store of a user's audio file (seed 004), checked like an upload but not
+        processed: no note, no event. The first message carries the metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProcessFile(self, request, context):
+        """Start processing a stored file: a new note from its audio, committed with its AudioIngested
+        event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
+        user has no such file.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +125,16 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.RequestRetry,
                     request_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryRequest.FromString,
                     response_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryResponse.SerializeToString,
+            ),
+            'StoreFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.StoreFile,
+                    request_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.StoreFileRequest.FromString,
+                    response_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.StoreFileResponse.SerializeToString,
+            ),
+            'ProcessFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProcessFile,
+                    request_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileRequest.FromString,
+                    response_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +218,60 @@ class IngestionService:
             '/scribe.ingestion.v1.IngestionService/RequestRetry',
             scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryRequest.SerializeToString,
             scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.RequestRetryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/scribe.ingestion.v1.IngestionService/StoreFile',
+            scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.StoreFileRequest.SerializeToString,
+            scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.StoreFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProcessFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.ingestion.v1.IngestionService/ProcessFile',
+            scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileRequest.SerializeToString,
+            scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,9 @@ class IngestionServiceStub:
     UploadAudio: _grpc.StreamUnaryMultiCallable[_ingestion_pb2.UploadAudioRequest, _ingestion_pb2.UploadAudioResponse]
     """Client-streaming upload: the first message carries the metadata, every later one a chunk of
     audio. Nothing is committed (blob, row, event) unless the whole audio is within the size limit
-    and decodes as audio.
+    and decodes as audio. With a note.client_request_id, an upload of the tenant with that id
+    and the same content (audio and parameters) is answered again (replayed = true); with other
+    content it is ALREADY_EXISTS IDEMPOTENCY_CONFLICT.
     """
     GetUpload: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.GetUploadRequest, _ingestion_pb2.GetUploadResponse]
     """What ingestion knows of a note; used for read-your-writes before projections catch up."""
@@ -43,6 +45,15 @@ class IngestionServiceStub:
     completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
     concurrent requests for one note, one starts the run and the other is refused.
     """
+    StoreFile: _grpc.StreamUnaryMultiCallable[_ingestion_pb2.StoreFileRequest, _ingestion_pb2.StoreFileResponse]
+    """Client-streaming store of a user's audio file (seed 004), checked like an upload but not
+    processed: no note, no event. The first message carries the metadata.
+    """
+    ProcessFile: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ProcessFileRequest, _ingestion_pb2.ProcessFileResponse]
+    """Start processing a stored file: a new note from its audio, committed with its AudioIngested
+    event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
+    user has no such file.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -50,7 +61,9 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     UploadAudio: _aio.StreamUnaryMultiCallable[_ingestion_pb2.UploadAudioRequest, _ingestion_pb2.UploadAudioResponse]  # type: ignore[assignment]
     """Client-streaming upload: the first message carries the metadata, every later one a chunk of
     audio. Nothing is committed (blob, row, event) unless the whole audio is within the size limit
-    and decodes as audio.
+    and decodes as audio. With a note.client_request_id, an upload of the tenant with that id
+    and the same content (audio and parameters) is answered again (replayed = true); with other
+    content it is ALREADY_EXISTS IDEMPOTENCY_CONFLICT.
     """
     GetUpload: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.GetUploadRequest, _ingestion_pb2.GetUploadResponse]  # type: ignore[assignment]
     """What ingestion knows of a note; used for read-your-writes before projections catch up."""
@@ -58,6 +71,15 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Start a new run of a note's transcription from its stored audio. Allowed from pending,
     completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
     concurrent requests for one note, one starts the run and the other is refused.
+    """
+    StoreFile: _aio.StreamUnaryMultiCallable[_ingestion_pb2.StoreFileRequest, _ingestion_pb2.StoreFileResponse]  # type: ignore[assignment]
+    """Client-streaming store of a user's audio file (seed 004), checked like an upload but not
+    processed: no note, no event. The first message carries the metadata.
+    """
+    ProcessFile: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ProcessFileRequest, _ingestion_pb2.ProcessFileResponse]  # type: ignore[assignment]
+    """Start processing a stored file: a new note from its audio, committed with its AudioIngested
+    event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
+    user has no such file.
     """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -69,7 +91,9 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ingestion_pb2.UploadAudioResponse, _abc.Awaitable[_ingestion_pb2.UploadAudioResponse]]:
         """Client-streaming upload: the first message carries the metadata, every later one a chunk of
         audio. Nothing is committed (blob, row, event) unless the whole audio is within the size limit
-        and decodes as audio.
+        and decodes as audio. With a note.client_request_id, an upload of the tenant with that id
+        and the same content (audio and parameters) is answered again (replayed = true); with other
+        content it is ALREADY_EXISTS IDEMPOTENCY_CONFLICT.
         """
 
     @_abc_1.abstractmethod
@@ -89,6 +113,27 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Start a new run of a note's transcription from its stored audio. Allowed from pending,
         completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
         concurrent requests for one note, one starts the run and the other is refused.
+        """
+
+    @_abc_1.abstractmethod
+    def StoreFile(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ingestion_pb2.StoreFileRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.StoreFileResponse, _abc.Awaitable[_ingestion_pb2.StoreFileResponse]]:
+        """Client-streaming store of a user's audio file (seed 004), checked like an upload but not
+        processed: no note, no event. The first message carries the metadata.
+        """
+
+    @_abc_1.abstractmethod
+    def ProcessFile(
+        self,
+        request: _ingestion_pb2.ProcessFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.ProcessFileResponse, _abc.Awaitable[_ingestion_pb2.ProcessFileResponse]]:
+        """Start processing a stored file: a new note from its audio, committed with its AudioIngested
+        event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
+        user has no such file.
         """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

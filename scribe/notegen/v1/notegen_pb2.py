@@ -26,25 +26,39 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from scribe.types.v1 import types_pb2 as scribe_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fscribe/notegen/v1/notegen.proto\x12\x11scribe.notegen.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bscribe/types/v1/types.proto\"V\n\x13GenerateNoteRequest\x12/\n\ntranscript\x18\x01 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\"\x98\x01\n\x14GenerateNoteResponse\x12\x10\n\x08language\x18\x01 \x01(\t\x12.\n\x08sections\x18\x02 \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12\x11\n\tgenerator\x18\x03 \x01(\t\x12+\n\nstructured\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x9b\x01\n\x14UpdateSectionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsection_id\x18\x02 \x01(\t\x12\x12\n\x05title\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05order\x18\x05 \x01(\x05H\x02\x88\x01\x01\x42\x08\n\x06_titleB\n\n\x08_contentB\x08\n\x06_order\"}\n\x15UpdateSectionResponse\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12-\n\x07section\x18\x02 \x01(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12$\n\x03run\x18\x03 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\"d\n\x15RegenerateNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\x11\n\tgenerator\x18\x04 \x01(\t\"\xd1\x01\n\x16RegenerateNoteResponse\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12$\n\x03run\x18\x02 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x11\n\tgenerator\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x05\x12.\n\x08sections\x18\x05 \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12+\n\nstructured\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct2\xbc\x02\n\x0eNoteGenService\x12_\n\x0cGenerateNote\x12&.scribe.notegen.v1.GenerateNoteRequest\x1a\'.scribe.notegen.v1.GenerateNoteResponse\x12\x62\n\rUpdateSection\x12\'.scribe.notegen.v1.UpdateSectionRequest\x1a(.scribe.notegen.v1.UpdateSectionResponse\x12\x65\n\x0eRegenerateNote\x12(.scribe.notegen.v1.RegenerateNoteRequest\x1a).scribe.notegen.v1.RegenerateNoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fscribe/notegen/v1/notegen.proto\x12\x11scribe.notegen.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bscribe/types/v1/types.proto\"d\n\x15QueueFollowUpsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08note_ids\x18\x02 \x03(\t\x12\x10\n\x08rebounce\x18\x03 \x01(\x08\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\"C\n\x16QueueFollowUpsResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x17\n\x0fqueued_note_ids\x18\x02 \x03(\t\"\x9e\x01\n\x08\x46ollowUp\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\tgenerator\x18\x06 \x01(\t\x12)\n\x07\x66\x61ilure\x18\x07 \x01(\x0b\x32\x18.scribe.types.v1.Failure\">\n\x17GetFollowUpBatchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\"\xbb\x01\n\x18GetFollowUpBatchResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x17\n\x0frequested_count\x18\x02 \x01(\x05\x12\x14\n\x0cqueued_count\x18\x03 \x01(\x05\x12\x17\n\x0f\x63ompleted_count\x18\x04 \x01(\x05\x12\x14\n\x0c\x66\x61iled_count\x18\x05 \x01(\x05\x12/\n\nfollow_ups\x18\x06 \x03(\x0b\x32\x1b.scribe.notegen.v1.FollowUp\"8\n\x12GetFollowUpRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"E\n\x13GetFollowUpResponse\x12.\n\tfollow_up\x18\x01 \x01(\x0b\x32\x1b.scribe.notegen.v1.FollowUp\"V\n\x13GenerateNoteRequest\x12/\n\ntranscript\x18\x01 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\"\x98\x01\n\x14GenerateNoteResponse\x12\x10\n\x08language\x18\x01 \x01(\t\x12.\n\x08sections\x18\x02 \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12\x11\n\tgenerator\x18\x03 \x01(\t\x12+\n\nstructured\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x9b\x01\n\x14UpdateSectionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsection_id\x18\x02 \x01(\t\x12\x12\n\x05title\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05order\x18\x05 \x01(\x05H\x02\x88\x01\x01\x42\x08\n\x06_titleB\n\n\x08_contentB\x08\n\x06_order\"}\n\x15UpdateSectionResponse\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12-\n\x07section\x18\x02 \x01(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12$\n\x03run\x18\x03 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\"d\n\x15RegenerateNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\x11\n\tgenerator\x18\x04 \x01(\t\"\xd1\x01\n\x16RegenerateNoteResponse\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12$\n\x03run\x18\x02 \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x11\n\tgenerator\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x05\x12.\n\x08sections\x18\x05 \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12+\n\nstructured\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct2\xee\x04\n\x0eNoteGenService\x12_\n\x0cGenerateNote\x12&.scribe.notegen.v1.GenerateNoteRequest\x1a\'.scribe.notegen.v1.GenerateNoteResponse\x12\x62\n\rUpdateSection\x12\'.scribe.notegen.v1.UpdateSectionRequest\x1a(.scribe.notegen.v1.UpdateSectionResponse\x12\x65\n\x0eRegenerateNote\x12(.scribe.notegen.v1.RegenerateNoteRequest\x1a).scribe.notegen.v1.RegenerateNoteResponse\x12\x65\n\x0eQueueFollowUps\x12(.scribe.notegen.v1.QueueFollowUpsRequest\x1a).scribe.notegen.v1.QueueFollowUpsResponse\x12k\n\x10GetFollowUpBatch\x12*.scribe.notegen.v1.GetFollowUpBatchRequest\x1a+.scribe.notegen.v1.GetFollowUpBatchResponse\x12\\\n\x0bGetFollowUp\x12%.scribe.notegen.v1.GetFollowUpRequest\x1a&.scribe.notegen.v1.GetFollowUpResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scribe.notegen.v1.notegen_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GENERATENOTEREQUEST']._serialized_start=113
-  _globals['_GENERATENOTEREQUEST']._serialized_end=199
-  _globals['_GENERATENOTERESPONSE']._serialized_start=202
-  _globals['_GENERATENOTERESPONSE']._serialized_end=354
-  _globals['_UPDATESECTIONREQUEST']._serialized_start=357
-  _globals['_UPDATESECTIONREQUEST']._serialized_end=512
-  _globals['_UPDATESECTIONRESPONSE']._serialized_start=514
-  _globals['_UPDATESECTIONRESPONSE']._serialized_end=639
-  _globals['_REGENERATENOTEREQUEST']._serialized_start=641
-  _globals['_REGENERATENOTEREQUEST']._serialized_end=741
-  _globals['_REGENERATENOTERESPONSE']._serialized_start=744
-  _globals['_REGENERATENOTERESPONSE']._serialized_end=953
-  _globals['_NOTEGENSERVICE']._serialized_start=956
-  _globals['_NOTEGENSERVICE']._serialized_end=1272
+  _globals['_QUEUEFOLLOWUPSREQUEST']._serialized_start=113
+  _globals['_QUEUEFOLLOWUPSREQUEST']._serialized_end=213
+  _globals['_QUEUEFOLLOWUPSRESPONSE']._serialized_start=215
+  _globals['_QUEUEFOLLOWUPSRESPONSE']._serialized_end=282
+  _globals['_FOLLOWUP']._serialized_start=285
+  _globals['_FOLLOWUP']._serialized_end=443
+  _globals['_GETFOLLOWUPBATCHREQUEST']._serialized_start=445
+  _globals['_GETFOLLOWUPBATCHREQUEST']._serialized_end=507
+  _globals['_GETFOLLOWUPBATCHRESPONSE']._serialized_start=510
+  _globals['_GETFOLLOWUPBATCHRESPONSE']._serialized_end=697
+  _globals['_GETFOLLOWUPREQUEST']._serialized_start=699
+  _globals['_GETFOLLOWUPREQUEST']._serialized_end=755
+  _globals['_GETFOLLOWUPRESPONSE']._serialized_start=757
+  _globals['_GETFOLLOWUPRESPONSE']._serialized_end=826
+  _globals['_GENERATENOTEREQUEST']._serialized_start=828
+  _globals['_GENERATENOTEREQUEST']._serialized_end=914
+  _globals['_GENERATENOTERESPONSE']._serialized_start=917
+  _globals['_GENERATENOTERESPONSE']._serialized_end=1069
+  _globals['_UPDATESECTIONREQUEST']._serialized_start=1072
+  _globals['_UPDATESECTIONREQUEST']._serialized_end=1227
+  _globals['_UPDATESECTIONRESPONSE']._serialized_start=1229
+  _globals['_UPDATESECTIONRESPONSE']._serialized_end=1354
+  _globals['_REGENERATENOTEREQUEST']._serialized_start=1356
+  _globals['_REGENERATENOTEREQUEST']._serialized_end=1456
+  _globals['_REGENERATENOTERESPONSE']._serialized_start=1459
+  _globals['_REGENERATENOTERESPONSE']._serialized_end=1668
+  _globals['_NOTEGENSERVICE']._serialized_start=1671
+  _globals['_NOTEGENSERVICE']._serialized_end=2293
 # @@protoc_insertion_point(module_scope)

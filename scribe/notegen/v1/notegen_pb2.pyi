@@ -21,6 +21,199 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class QueueFollowUpsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    NOTE_IDS_FIELD_NUMBER: _builtins.int
+    REBOUNCE_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    rebounce: _builtins.bool
+    """The seed's reasoningConfig: resume the conversation ("rebounce"), following the instructions."""
+    instructions: _builtins.str
+    @_builtins.property
+    def note_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        note_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rebounce: _builtins.bool = ...,
+        instructions: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "note_ids", b"note_ids", "rebounce", b"rebounce", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueFollowUpsRequest: _TypeAlias = QueueFollowUpsRequest  # noqa: Y015
+
+@_typing.final
+class QueueFollowUpsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    QUEUED_NOTE_IDS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    @_builtins.property
+    def queued_note_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        queued_note_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "queued_note_ids", b"queued_note_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueFollowUpsResponse: _TypeAlias = QueueFollowUpsResponse  # noqa: Y015
+
+@_typing.final
+class FollowUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTE_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    GENERATOR_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    note_id: _builtins.str
+    batch_id: _builtins.str
+    status: _builtins.str
+    """pending, completed or failed."""
+    language: _builtins.str
+    message: _builtins.str
+    """The message to send to the owner / patient (completed only)."""
+    generator: _builtins.str
+    """Which generator wrote it ("template-v1", or an LLM's)."""
+    @_builtins.property
+    def failure(self) -> _types_pb2.Failure: ...
+    def __init__(
+        self,
+        *,
+        note_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        language: _builtins.str = ...,
+        message: _builtins.str = ...,
+        generator: _builtins.str = ...,
+        failure: _types_pb2.Failure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "failure", b"failure", "generator", b"generator", "language", b"language", "message", b"message", "note_id", b"note_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowUp: _TypeAlias = FollowUp  # noqa: Y015
+
+@_typing.final
+class GetFollowUpBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    batch_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFollowUpBatchRequest: _TypeAlias = GetFollowUpBatchRequest  # noqa: Y015
+
+@_typing.final
+class GetFollowUpBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    REQUESTED_COUNT_FIELD_NUMBER: _builtins.int
+    QUEUED_COUNT_FIELD_NUMBER: _builtins.int
+    COMPLETED_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    FOLLOW_UPS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    requested_count: _builtins.int
+    queued_count: _builtins.int
+    completed_count: _builtins.int
+    failed_count: _builtins.int
+    @_builtins.property
+    def follow_ups(self) -> _containers.RepeatedCompositeFieldContainer[Global___FollowUp]: ...
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        requested_count: _builtins.int = ...,
+        queued_count: _builtins.int = ...,
+        completed_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+        follow_ups: _abc.Iterable[Global___FollowUp] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "completed_count", b"completed_count", "failed_count", b"failed_count", "follow_ups", b"follow_ups", "queued_count", b"queued_count", "requested_count", b"requested_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFollowUpBatchResponse: _TypeAlias = GetFollowUpBatchResponse  # noqa: Y015
+
+@_typing.final
+class GetFollowUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    NOTE_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    note_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        note_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note_id", b"note_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFollowUpRequest: _TypeAlias = GetFollowUpRequest  # noqa: Y015
+
+@_typing.final
+class GetFollowUpResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def follow_up(self) -> Global___FollowUp: ...
+    def __init__(
+        self,
+        *,
+        follow_up: Global___FollowUp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["follow_up", b"follow_up"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_up", b"follow_up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFollowUpResponse: _TypeAlias = GetFollowUpResponse  # noqa: Y015
+
+@_typing.final
 class GenerateNoteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -49,6 +49,21 @@ class NoteGenServiceStub:
                 request_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteRequest.SerializeToString,
                 response_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteResponse.FromString,
                 _registered_method=True)
+        self.QueueFollowUps = channel.unary_unary(
+                '/scribe.notegen.v1.NoteGenService/QueueFollowUps',
+                request_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.QueueFollowUpsRequest.SerializeToString,
+                response_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.QueueFollowUpsResponse.FromString,
+                _registered_method=True)
+        self.GetFollowUpBatch = channel.unary_unary(
+                '/scribe.notegen.v1.NoteGenService/GetFollowUpBatch',
+                request_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpBatchRequest.SerializeToString,
+                response_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpBatchResponse.FromString,
+                _registered_method=True)
+        self.GetFollowUp = channel.unary_unary(
+                '/scribe.notegen.v1.NoteGenService/GetFollowUp',
+                request_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpRequest.SerializeToString,
+                response_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpResponse.FromString,
+                _registered_method=True)
 
 
 class NoteGenServiceServicer:
@@ -80,6 +95,29 @@ class NoteGenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueueFollowUps(self, request, context):
+        """Smart Feedback (seed 003): queue, per note, the writing of a follow-up message to the owner or
+        patient from the consultation's note. Only the tenant's notes with a generated note are
+        queued; the others are left out (and not counted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFollowUpBatch(self, request, context):
+        """A batch's progress and its follow-ups. NOT_FOUND BATCH_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFollowUp(self, request, context):
+        """A note's latest follow-up. NOT_FOUND FOLLOW_UP_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NoteGenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +135,21 @@ def add_NoteGenServiceServicer_to_server(servicer, server):
                     servicer.RegenerateNote,
                     request_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteRequest.FromString,
                     response_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteResponse.SerializeToString,
+            ),
+            'QueueFollowUps': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueueFollowUps,
+                    request_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.QueueFollowUpsRequest.FromString,
+                    response_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.QueueFollowUpsResponse.SerializeToString,
+            ),
+            'GetFollowUpBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFollowUpBatch,
+                    request_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpBatchRequest.FromString,
+                    response_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpBatchResponse.SerializeToString,
+            ),
+            'GetFollowUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFollowUp,
+                    request_deserializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpRequest.FromString,
+                    response_serializer=scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +233,87 @@ class NoteGenService:
             '/scribe.notegen.v1.NoteGenService/RegenerateNote',
             scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteRequest.SerializeToString,
             scribe_dot_notegen_dot_v1_dot_notegen__pb2.RegenerateNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueueFollowUps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.notegen.v1.NoteGenService/QueueFollowUps',
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.QueueFollowUpsRequest.SerializeToString,
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.QueueFollowUpsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFollowUpBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.notegen.v1.NoteGenService/GetFollowUpBatch',
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpBatchRequest.SerializeToString,
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFollowUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.notegen.v1.NoteGenService/GetFollowUp',
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpRequest.SerializeToString,
+            scribe_dot_notegen_dot_v1_dot_notegen__pb2.GetFollowUpResponse.FromString,
             options,
             channel_credentials,
             insecure,

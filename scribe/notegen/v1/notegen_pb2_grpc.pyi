@@ -44,6 +44,15 @@ class NoteGenServiceStub:
     NOT_FOUND NOTE_NOT_FOUND when no note was generated, PERMISSION_DENIED NOTE_ACCESS_DENIED,
     FAILED_PRECONDITION TRANSCRIPT_TOO_SHORT, INVALID_ARGUMENT VALIDATION_ERROR.
     """
+    QueueFollowUps: _grpc.UnaryUnaryMultiCallable[_notegen_pb2.QueueFollowUpsRequest, _notegen_pb2.QueueFollowUpsResponse]
+    """Smart Feedback (seed 003): queue, per note, the writing of a follow-up message to the owner or
+    patient from the consultation's note. Only the tenant's notes with a generated note are
+    queued; the others are left out (and not counted).
+    """
+    GetFollowUpBatch: _grpc.UnaryUnaryMultiCallable[_notegen_pb2.GetFollowUpBatchRequest, _notegen_pb2.GetFollowUpBatchResponse]
+    """A batch's progress and its follow-ups. NOT_FOUND BATCH_NOT_FOUND."""
+    GetFollowUp: _grpc.UnaryUnaryMultiCallable[_notegen_pb2.GetFollowUpRequest, _notegen_pb2.GetFollowUpResponse]
+    """A note's latest follow-up. NOT_FOUND FOLLOW_UP_NOT_FOUND."""
 
 @_typing.type_check_only
 class NoteGenServiceAsyncStub(NoteGenServiceStub):
@@ -61,6 +70,15 @@ class NoteGenServiceAsyncStub(NoteGenServiceStub):
     NOT_FOUND NOTE_NOT_FOUND when no note was generated, PERMISSION_DENIED NOTE_ACCESS_DENIED,
     FAILED_PRECONDITION TRANSCRIPT_TOO_SHORT, INVALID_ARGUMENT VALIDATION_ERROR.
     """
+    QueueFollowUps: _aio.UnaryUnaryMultiCallable[_notegen_pb2.QueueFollowUpsRequest, _notegen_pb2.QueueFollowUpsResponse]  # type: ignore[assignment]
+    """Smart Feedback (seed 003): queue, per note, the writing of a follow-up message to the owner or
+    patient from the consultation's note. Only the tenant's notes with a generated note are
+    queued; the others are left out (and not counted).
+    """
+    GetFollowUpBatch: _aio.UnaryUnaryMultiCallable[_notegen_pb2.GetFollowUpBatchRequest, _notegen_pb2.GetFollowUpBatchResponse]  # type: ignore[assignment]
+    """A batch's progress and its follow-ups. NOT_FOUND BATCH_NOT_FOUND."""
+    GetFollowUp: _aio.UnaryUnaryMultiCallable[_notegen_pb2.GetFollowUpRequest, _notegen_pb2.GetFollowUpResponse]  # type: ignore[assignment]
+    """A note's latest follow-up. NOT_FOUND FOLLOW_UP_NOT_FOUND."""
 
 class NoteGenServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,5 +111,32 @@ class NoteGenServiceServicer(metaclass=_abc_1.ABCMeta):
         NOT_FOUND NOTE_NOT_FOUND when no note was generated, PERMISSION_DENIED NOTE_ACCESS_DENIED,
         FAILED_PRECONDITION TRANSCRIPT_TOO_SHORT, INVALID_ARGUMENT VALIDATION_ERROR.
         """
+
+    @_abc_1.abstractmethod
+    def QueueFollowUps(
+        self,
+        request: _notegen_pb2.QueueFollowUpsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notegen_pb2.QueueFollowUpsResponse, _abc.Awaitable[_notegen_pb2.QueueFollowUpsResponse]]:
+        """Smart Feedback (seed 003): queue, per note, the writing of a follow-up message to the owner or
+        patient from the consultation's note. Only the tenant's notes with a generated note are
+        queued; the others are left out (and not counted).
+        """
+
+    @_abc_1.abstractmethod
+    def GetFollowUpBatch(
+        self,
+        request: _notegen_pb2.GetFollowUpBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notegen_pb2.GetFollowUpBatchResponse, _abc.Awaitable[_notegen_pb2.GetFollowUpBatchResponse]]:
+        """A batch's progress and its follow-ups. NOT_FOUND BATCH_NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def GetFollowUp(
+        self,
+        request: _notegen_pb2.GetFollowUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notegen_pb2.GetFollowUpResponse, _abc.Awaitable[_notegen_pb2.GetFollowUpResponse]]:
+        """A note's latest follow-up. NOT_FOUND FOLLOW_UP_NOT_FOUND."""
 
 def add_NoteGenServiceServicer_to_server(servicer: NoteGenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

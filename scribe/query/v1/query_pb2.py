@@ -27,31 +27,65 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from scribe.types.v1 import types_pb2 as scribe_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscribe/query/v1/query.proto\x12\x0fscribe.query.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscribe/types/v1/types.proto\"\xf9\x03\n\x08NoteView\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x04info\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08language\x18\x07 \x01(\t\x12/\n\ntranscript\x18\x08 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\x12.\n\x08sections\x18\t \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12)\n\x07\x66\x61ilure\x18\n \x01(\x0b\x32\x18.scribe.types.v1.Failure\x12$\n\x03run\x18\x0b \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x10\n\x08progress\x18\x0c \x01(\x02\x12+\n\nstructured\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08revision\x18\x0e \x01(\x05\"4\n\x0eGetNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\":\n\x0fGetNoteResponse\x12\'\n\x04note\x18\x01 \x01(\x0b\x32\x19.scribe.query.v1.NoteView\"\xc4\x01\n\x10ListNotesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\tfrom_date\x18\x06 \x01(\t\x12\x0f\n\x07to_date\x18\x07 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x08 \x01(\x05\x12\x13\n\x0b\x65xternal_id\x18\t \x01(\t\"i\n\x11ListNotesResponse\x12(\n\x05notes\x18\x01 \x03(\x0b\x32\x19.scribe.query.v1.NoteView\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\r\n\x05limit\x18\x04 \x01(\x05\":\n\x14GetNoteStatusRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"d\n\x15GetNoteStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12\r\n\x05valid\x18\x02 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"G\n\x11\x45xportNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\"M\n\x12\x45xportNoteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t2\xe7\x02\n\x0cQueryService\x12L\n\x07GetNote\x12\x1f.scribe.query.v1.GetNoteRequest\x1a .scribe.query.v1.GetNoteResponse\x12R\n\tListNotes\x12!.scribe.query.v1.ListNotesRequest\x1a\".scribe.query.v1.ListNotesResponse\x12^\n\rGetNoteStatus\x12%.scribe.query.v1.GetNoteStatusRequest\x1a&.scribe.query.v1.GetNoteStatusResponse\x12U\n\nExportNote\x12\".scribe.query.v1.ExportNoteRequest\x1a#.scribe.query.v1.ExportNoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscribe/query/v1/query.proto\x12\x0fscribe.query.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscribe/types/v1/types.proto\"E\n\x1cGetAsyncTranscriptionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"2\n\x1dGetAsyncTranscriptionResponse\x12\x11\n\tbody_json\x18\x01 \x01(\t\"\xa3\x01\n\rWebhookConfig\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x15\n\rsecret_prefix\x18\x02 \x01(\t\x12>\n\x1aprevious_secret_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x17PutWebhookConfigRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\"Z\n\x18PutWebhookConfigResponse\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.scribe.query.v1.WebhookConfig\x12\x0e\n\x06secret\x18\x02 \x01(\t\",\n\x17GetWebhookConfigRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"J\n\x18GetWebhookConfigResponse\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.scribe.query.v1.WebhookConfig\"B\n\x1aRotateWebhookSecretRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\toverlap_s\x18\x02 \x01(\x05\"]\n\x1bRotateWebhookSecretResponse\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.scribe.query.v1.WebhookConfig\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x8c\x01\n\x0eWebhookAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x05\x12\x30\n\x0c\x61ttempted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf1\x02\n\x0fWebhookDelivery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x15\n\rattempt_count\x18\x06 \x01(\x05\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10last_status_code\x18\n \x01(\x05\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x31\n\x08\x61ttempts\x18\x0c \x03(\x0b\x32\x1f.scribe.query.v1.WebhookAttempt\"d\n\x1cListWebhookDeliveriesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"U\n\x1dListWebhookDeliveriesResponse\x12\x34\n\ndeliveries\x18\x01 \x03(\x0b\x32 .scribe.query.v1.WebhookDelivery\"C\n\x19GetWebhookDeliveryRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\"P\n\x1aGetWebhookDeliveryResponse\x12\x32\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32 .scribe.query.v1.WebhookDelivery\"F\n\x1cReplayWebhookDeliveryRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\"S\n\x1dReplayWebhookDeliveryResponse\x12\x32\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32 .scribe.query.v1.WebhookDelivery\"\xf9\x03\n\x08NoteView\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x04info\x18\x03 \x01(\x0b\x32\x19.scribe.types.v1.NoteInfo\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08language\x18\x07 \x01(\t\x12/\n\ntranscript\x18\x08 \x01(\x0b\x32\x1b.scribe.types.v1.Transcript\x12.\n\x08sections\x18\t \x03(\x0b\x32\x1c.scribe.types.v1.NoteSection\x12)\n\x07\x66\x61ilure\x18\n \x01(\x0b\x32\x18.scribe.types.v1.Failure\x12$\n\x03run\x18\x0b \x01(\x0b\x32\x17.scribe.types.v1.RunRef\x12\x10\n\x08progress\x18\x0c \x01(\x02\x12+\n\nstructured\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08revision\x18\x0e \x01(\x05\"4\n\x0eGetNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\":\n\x0fGetNoteResponse\x12\'\n\x04note\x18\x01 \x01(\x0b\x32\x19.scribe.query.v1.NoteView\"\xf0\x01\n\x10ListNotesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\tfrom_date\x18\x06 \x01(\t\x12\x0f\n\x07to_date\x18\x07 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x08 \x01(\x05\x12\x13\n\x0b\x65xternal_id\x18\t \x01(\t\x12*\n\x04kind\x18\n \x01(\x0e\x32\x1c.scribe.types.v1.RequestKind\"i\n\x11ListNotesResponse\x12(\n\x05notes\x18\x01 \x03(\x0b\x32\x19.scribe.query.v1.NoteView\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\r\n\x05limit\x18\x04 \x01(\x05\":\n\x14GetNoteStatusRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\"d\n\x15GetNoteStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.scribe.types.v1.NoteStatus\x12\r\n\x05valid\x18\x02 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"G\n\x11\x45xportNoteRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07note_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\"M\n\x12\x45xportNoteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t2\x82\t\n\x0cQueryService\x12L\n\x07GetNote\x12\x1f.scribe.query.v1.GetNoteRequest\x1a .scribe.query.v1.GetNoteResponse\x12R\n\tListNotes\x12!.scribe.query.v1.ListNotesRequest\x1a\".scribe.query.v1.ListNotesResponse\x12^\n\rGetNoteStatus\x12%.scribe.query.v1.GetNoteStatusRequest\x1a&.scribe.query.v1.GetNoteStatusResponse\x12U\n\nExportNote\x12\".scribe.query.v1.ExportNoteRequest\x1a#.scribe.query.v1.ExportNoteResponse\x12v\n\x15GetAsyncTranscription\x12-.scribe.query.v1.GetAsyncTranscriptionRequest\x1a..scribe.query.v1.GetAsyncTranscriptionResponse\x12g\n\x10PutWebhookConfig\x12(.scribe.query.v1.PutWebhookConfigRequest\x1a).scribe.query.v1.PutWebhookConfigResponse\x12g\n\x10GetWebhookConfig\x12(.scribe.query.v1.GetWebhookConfigRequest\x1a).scribe.query.v1.GetWebhookConfigResponse\x12p\n\x13RotateWebhookSecret\x12+.scribe.query.v1.RotateWebhookSecretRequest\x1a,.scribe.query.v1.RotateWebhookSecretResponse\x12v\n\x15ListWebhookDeliveries\x12-.scribe.query.v1.ListWebhookDeliveriesRequest\x1a..scribe.query.v1.ListWebhookDeliveriesResponse\x12m\n\x12GetWebhookDelivery\x12*.scribe.query.v1.GetWebhookDeliveryRequest\x1a+.scribe.query.v1.GetWebhookDeliveryResponse\x12v\n\x15ReplayWebhookDelivery\x12-.scribe.query.v1.ReplayWebhookDeliveryRequest\x1a..scribe.query.v1.ReplayWebhookDeliveryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scribe.query.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NOTEVIEW']._serialized_start=141
-  _globals['_NOTEVIEW']._serialized_end=646
-  _globals['_GETNOTEREQUEST']._serialized_start=648
-  _globals['_GETNOTEREQUEST']._serialized_end=700
-  _globals['_GETNOTERESPONSE']._serialized_start=702
-  _globals['_GETNOTERESPONSE']._serialized_end=760
-  _globals['_LISTNOTESREQUEST']._serialized_start=763
-  _globals['_LISTNOTESREQUEST']._serialized_end=959
-  _globals['_LISTNOTESRESPONSE']._serialized_start=961
-  _globals['_LISTNOTESRESPONSE']._serialized_end=1066
-  _globals['_GETNOTESTATUSREQUEST']._serialized_start=1068
-  _globals['_GETNOTESTATUSREQUEST']._serialized_end=1126
-  _globals['_GETNOTESTATUSRESPONSE']._serialized_start=1128
-  _globals['_GETNOTESTATUSRESPONSE']._serialized_end=1228
-  _globals['_EXPORTNOTEREQUEST']._serialized_start=1230
-  _globals['_EXPORTNOTEREQUEST']._serialized_end=1301
-  _globals['_EXPORTNOTERESPONSE']._serialized_start=1303
-  _globals['_EXPORTNOTERESPONSE']._serialized_end=1380
-  _globals['_QUERYSERVICE']._serialized_start=1383
-  _globals['_QUERYSERVICE']._serialized_end=1742
+  _globals['_GETASYNCTRANSCRIPTIONREQUEST']._serialized_start=140
+  _globals['_GETASYNCTRANSCRIPTIONREQUEST']._serialized_end=209
+  _globals['_GETASYNCTRANSCRIPTIONRESPONSE']._serialized_start=211
+  _globals['_GETASYNCTRANSCRIPTIONRESPONSE']._serialized_end=261
+  _globals['_WEBHOOKCONFIG']._serialized_start=264
+  _globals['_WEBHOOKCONFIG']._serialized_end=427
+  _globals['_PUTWEBHOOKCONFIGREQUEST']._serialized_start=429
+  _globals['_PUTWEBHOOKCONFIGREQUEST']._serialized_end=486
+  _globals['_PUTWEBHOOKCONFIGRESPONSE']._serialized_start=488
+  _globals['_PUTWEBHOOKCONFIGRESPONSE']._serialized_end=578
+  _globals['_GETWEBHOOKCONFIGREQUEST']._serialized_start=580
+  _globals['_GETWEBHOOKCONFIGREQUEST']._serialized_end=624
+  _globals['_GETWEBHOOKCONFIGRESPONSE']._serialized_start=626
+  _globals['_GETWEBHOOKCONFIGRESPONSE']._serialized_end=700
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=702
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=768
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=770
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=863
+  _globals['_WEBHOOKATTEMPT']._serialized_start=866
+  _globals['_WEBHOOKATTEMPT']._serialized_end=1006
+  _globals['_WEBHOOKDELIVERY']._serialized_start=1009
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1378
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=1380
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1480
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1482
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=1567
+  _globals['_GETWEBHOOKDELIVERYREQUEST']._serialized_start=1569
+  _globals['_GETWEBHOOKDELIVERYREQUEST']._serialized_end=1636
+  _globals['_GETWEBHOOKDELIVERYRESPONSE']._serialized_start=1638
+  _globals['_GETWEBHOOKDELIVERYRESPONSE']._serialized_end=1718
+  _globals['_REPLAYWEBHOOKDELIVERYREQUEST']._serialized_start=1720
+  _globals['_REPLAYWEBHOOKDELIVERYREQUEST']._serialized_end=1790
+  _globals['_REPLAYWEBHOOKDELIVERYRESPONSE']._serialized_start=1792
+  _globals['_REPLAYWEBHOOKDELIVERYRESPONSE']._serialized_end=1875
+  _globals['_NOTEVIEW']._serialized_start=1878
+  _globals['_NOTEVIEW']._serialized_end=2383
+  _globals['_GETNOTEREQUEST']._serialized_start=2385
+  _globals['_GETNOTEREQUEST']._serialized_end=2437
+  _globals['_GETNOTERESPONSE']._serialized_start=2439
+  _globals['_GETNOTERESPONSE']._serialized_end=2497
+  _globals['_LISTNOTESREQUEST']._serialized_start=2500
+  _globals['_LISTNOTESREQUEST']._serialized_end=2740
+  _globals['_LISTNOTESRESPONSE']._serialized_start=2742
+  _globals['_LISTNOTESRESPONSE']._serialized_end=2847
+  _globals['_GETNOTESTATUSREQUEST']._serialized_start=2849
+  _globals['_GETNOTESTATUSREQUEST']._serialized_end=2907
+  _globals['_GETNOTESTATUSRESPONSE']._serialized_start=2909
+  _globals['_GETNOTESTATUSRESPONSE']._serialized_end=3009
+  _globals['_EXPORTNOTEREQUEST']._serialized_start=3011
+  _globals['_EXPORTNOTEREQUEST']._serialized_end=3082
+  _globals['_EXPORTNOTERESPONSE']._serialized_start=3084
+  _globals['_EXPORTNOTERESPONSE']._serialized_end=3161
+  _globals['_QUERYSERVICE']._serialized_start=3164
+  _globals['_QUERYSERVICE']._serialized_end=4318
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,41 @@ class QueryServiceStub:
                 request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteRequest.SerializeToString,
                 response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteResponse.FromString,
                 _registered_method=True)
+        self.GetAsyncTranscription = channel.unary_unary(
+                '/scribe.query.v1.QueryService/GetAsyncTranscription',
+                request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.GetAsyncTranscriptionRequest.SerializeToString,
+                response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.GetAsyncTranscriptionResponse.FromString,
+                _registered_method=True)
+        self.PutWebhookConfig = channel.unary_unary(
+                '/scribe.query.v1.QueryService/PutWebhookConfig',
+                request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.PutWebhookConfigRequest.SerializeToString,
+                response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.PutWebhookConfigResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookConfig = channel.unary_unary(
+                '/scribe.query.v1.QueryService/GetWebhookConfig',
+                request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookConfigRequest.SerializeToString,
+                response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookConfigResponse.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/scribe.query.v1.QueryService/RotateWebhookSecret',
+                request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/scribe.query.v1.QueryService/ListWebhookDeliveries',
+                request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookDelivery = channel.unary_unary(
+                '/scribe.query.v1.QueryService/GetWebhookDelivery',
+                request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookDeliveryResponse.FromString,
+                _registered_method=True)
+        self.ReplayWebhookDelivery = channel.unary_unary(
+                '/scribe.query.v1.QueryService/ReplayWebhookDelivery',
+                request_serializer=scribe_dot_query_dot_v1_dot_query__pb2.ReplayWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.ReplayWebhookDeliveryResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -86,6 +121,53 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAsyncTranscription(self, request, context):
+        """An async transcription request (seed 002) as its JSON answer, the very body its webhook
+        carries: {id, client_id?, status: ongoing|failed|succeeded, payload}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutWebhookConfig(self, request, context):
+        """Webhooks: a tenant's callback URL and signing secrets, and the log of deliveries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """A new secret, answered once; the previous one stays valid (and signs too) for the overlap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookDelivery(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayWebhookDelivery(self, request, context):
+        """Deliver again: the delivery goes back to pending with a fresh retry window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +190,41 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.ExportNote,
                     request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteRequest.FromString,
                     response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteResponse.SerializeToString,
+            ),
+            'GetAsyncTranscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAsyncTranscription,
+                    request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.GetAsyncTranscriptionRequest.FromString,
+                    response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.GetAsyncTranscriptionResponse.SerializeToString,
+            ),
+            'PutWebhookConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutWebhookConfig,
+                    request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.PutWebhookConfigRequest.FromString,
+                    response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.PutWebhookConfigResponse.SerializeToString,
+            ),
+            'GetWebhookConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookConfig,
+                    request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookConfigRequest.FromString,
+                    response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookConfigResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'GetWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookDelivery,
+                    request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookDeliveryRequest.FromString,
+                    response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookDeliveryResponse.SerializeToString,
+            ),
+            'ReplayWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayWebhookDelivery,
+                    request_deserializer=scribe_dot_query_dot_v1_dot_query__pb2.ReplayWebhookDeliveryRequest.FromString,
+                    response_serializer=scribe_dot_query_dot_v1_dot_query__pb2.ReplayWebhookDeliveryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +335,195 @@ class QueryService:
             '/scribe.query.v1.QueryService/ExportNote',
             scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteRequest.SerializeToString,
             scribe_dot_query_dot_v1_dot_query__pb2.ExportNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAsyncTranscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.query.v1.QueryService/GetAsyncTranscription',
+            scribe_dot_query_dot_v1_dot_query__pb2.GetAsyncTranscriptionRequest.SerializeToString,
+            scribe_dot_query_dot_v1_dot_query__pb2.GetAsyncTranscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutWebhookConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.query.v1.QueryService/PutWebhookConfig',
+            scribe_dot_query_dot_v1_dot_query__pb2.PutWebhookConfigRequest.SerializeToString,
+            scribe_dot_query_dot_v1_dot_query__pb2.PutWebhookConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.query.v1.QueryService/GetWebhookConfig',
+            scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookConfigRequest.SerializeToString,
+            scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.query.v1.QueryService/RotateWebhookSecret',
+            scribe_dot_query_dot_v1_dot_query__pb2.RotateWebhookSecretRequest.SerializeToString,
+            scribe_dot_query_dot_v1_dot_query__pb2.RotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.query.v1.QueryService/ListWebhookDeliveries',
+            scribe_dot_query_dot_v1_dot_query__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            scribe_dot_query_dot_v1_dot_query__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.query.v1.QueryService/GetWebhookDelivery',
+            scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookDeliveryRequest.SerializeToString,
+            scribe_dot_query_dot_v1_dot_query__pb2.GetWebhookDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.query.v1.QueryService/ReplayWebhookDelivery',
+            scribe_dot_query_dot_v1_dot_query__pb2.ReplayWebhookDeliveryRequest.SerializeToString,
+            scribe_dot_query_dot_v1_dot_query__pb2.ReplayWebhookDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

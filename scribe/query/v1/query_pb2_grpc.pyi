@@ -39,6 +39,19 @@ class QueryServiceStub:
     """The note as a document: "txt" (UTF-8 text) or "rtf". FAILED_PRECONDITION NOTE_NOT_READY
     until the note is completed.
     """
+    GetAsyncTranscription: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetAsyncTranscriptionRequest, _query_pb2.GetAsyncTranscriptionResponse]
+    """An async transcription request (seed 002) as its JSON answer, the very body its webhook
+    carries: {id, client_id?, status: ongoing|failed|succeeded, payload}.
+    """
+    PutWebhookConfig: _grpc.UnaryUnaryMultiCallable[_query_pb2.PutWebhookConfigRequest, _query_pb2.PutWebhookConfigResponse]
+    """Webhooks: a tenant's callback URL and signing secrets, and the log of deliveries."""
+    GetWebhookConfig: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetWebhookConfigRequest, _query_pb2.GetWebhookConfigResponse]
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_query_pb2.RotateWebhookSecretRequest, _query_pb2.RotateWebhookSecretResponse]
+    """A new secret, answered once; the previous one stays valid (and signs too) for the overlap."""
+    ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_query_pb2.ListWebhookDeliveriesRequest, _query_pb2.ListWebhookDeliveriesResponse]
+    GetWebhookDelivery: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetWebhookDeliveryRequest, _query_pb2.GetWebhookDeliveryResponse]
+    ReplayWebhookDelivery: _grpc.UnaryUnaryMultiCallable[_query_pb2.ReplayWebhookDeliveryRequest, _query_pb2.ReplayWebhookDeliveryResponse]
+    """Deliver again: the delivery goes back to pending with a fresh retry window."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -51,6 +64,19 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """The note as a document: "txt" (UTF-8 text) or "rtf". FAILED_PRECONDITION NOTE_NOT_READY
     until the note is completed.
     """
+    GetAsyncTranscription: _aio.UnaryUnaryMultiCallable[_query_pb2.GetAsyncTranscriptionRequest, _query_pb2.GetAsyncTranscriptionResponse]  # type: ignore[assignment]
+    """An async transcription request (seed 002) as its JSON answer, the very body its webhook
+    carries: {id, client_id?, status: ongoing|failed|succeeded, payload}.
+    """
+    PutWebhookConfig: _aio.UnaryUnaryMultiCallable[_query_pb2.PutWebhookConfigRequest, _query_pb2.PutWebhookConfigResponse]  # type: ignore[assignment]
+    """Webhooks: a tenant's callback URL and signing secrets, and the log of deliveries."""
+    GetWebhookConfig: _aio.UnaryUnaryMultiCallable[_query_pb2.GetWebhookConfigRequest, _query_pb2.GetWebhookConfigResponse]  # type: ignore[assignment]
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_query_pb2.RotateWebhookSecretRequest, _query_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
+    """A new secret, answered once; the previous one stays valid (and signs too) for the overlap."""
+    ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_query_pb2.ListWebhookDeliveriesRequest, _query_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
+    GetWebhookDelivery: _aio.UnaryUnaryMultiCallable[_query_pb2.GetWebhookDeliveryRequest, _query_pb2.GetWebhookDeliveryResponse]  # type: ignore[assignment]
+    ReplayWebhookDelivery: _aio.UnaryUnaryMultiCallable[_query_pb2.ReplayWebhookDeliveryRequest, _query_pb2.ReplayWebhookDeliveryResponse]  # type: ignore[assignment]
+    """Deliver again: the delivery goes back to pending with a fresh retry window."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -84,5 +110,60 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         """The note as a document: "txt" (UTF-8 text) or "rtf". FAILED_PRECONDITION NOTE_NOT_READY
         until the note is completed.
         """
+
+    @_abc_1.abstractmethod
+    def GetAsyncTranscription(
+        self,
+        request: _query_pb2.GetAsyncTranscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.GetAsyncTranscriptionResponse, _abc.Awaitable[_query_pb2.GetAsyncTranscriptionResponse]]:
+        """An async transcription request (seed 002) as its JSON answer, the very body its webhook
+        carries: {id, client_id?, status: ongoing|failed|succeeded, payload}.
+        """
+
+    @_abc_1.abstractmethod
+    def PutWebhookConfig(
+        self,
+        request: _query_pb2.PutWebhookConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.PutWebhookConfigResponse, _abc.Awaitable[_query_pb2.PutWebhookConfigResponse]]:
+        """Webhooks: a tenant's callback URL and signing secrets, and the log of deliveries."""
+
+    @_abc_1.abstractmethod
+    def GetWebhookConfig(
+        self,
+        request: _query_pb2.GetWebhookConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.GetWebhookConfigResponse, _abc.Awaitable[_query_pb2.GetWebhookConfigResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _query_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_query_pb2.RotateWebhookSecretResponse]]:
+        """A new secret, answered once; the previous one stays valid (and signs too) for the overlap."""
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveries(
+        self,
+        request: _query_pb2.ListWebhookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_query_pb2.ListWebhookDeliveriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetWebhookDelivery(
+        self,
+        request: _query_pb2.GetWebhookDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.GetWebhookDeliveryResponse, _abc.Awaitable[_query_pb2.GetWebhookDeliveryResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReplayWebhookDelivery(
+        self,
+        request: _query_pb2.ReplayWebhookDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.ReplayWebhookDeliveryResponse, _abc.Awaitable[_query_pb2.ReplayWebhookDeliveryResponse]]:
+        """Deliver again: the delivery goes back to pending with a fresh retry window."""
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

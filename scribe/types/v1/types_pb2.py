@@ -25,35 +25,37 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscribe/types/v1/types.proto\x12\x0fscribe.types.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x0cMetadataItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x85\x01\n\x08NoteInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06gender\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12/\n\x08metadata\x18\x04 \x03(\x0b\x32\x1d.scribe.types.v1.MetadataItem\x12\x15\n\rlanguage_hint\x18\x05 \x01(\t\"}\n\x08\x41udioRef\x12\x10\n\x08\x62lob_key\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\"K\n\x04Word\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"\xa8\x01\n\x11TranscriptSegment\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12)\n\x07speaker\x18\x04 \x01(\x0e\x32\x18.scribe.types.v1.Speaker\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12$\n\x05words\x18\x06 \x03(\x0b\x32\x15.scribe.types.v1.Word\"i\n\nTranscript\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x03\x12\x34\n\x08segments\x18\x03 \x03(\x0b\x32\".scribe.types.v1.TranscriptSegment\"\xc2\x01\n\x0bNoteSection\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\r\n\x05order\x18\x05 \x01(\x05\x12\x17\n\x0fsource_segments\x18\x06 \x03(\x05\x12\x0f\n\x07version\x18\x07 \x01(\x05\x12\x0e\n\x06\x65\x64ited\x18\x08 \x01(\x08\x12/\n\tsentences\x18\t \x03(\x0b\x32\x1c.scribe.types.v1.SentenceRef\"V\n\x0bSentenceRef\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x17\n\x0fsource_segments\x18\x02 \x03(\x05\x12\x10\n\x08start_ms\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x04 \x01(\x03\"(\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"[\n\x06RunRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x30\n\x0crequested_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x91\x01\n\nNoteStatus\x12\x1b\n\x17NOTE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13NOTE_STATUS_PENDING\x10\x01\x12\x1a\n\x16NOTE_STATUS_PROCESSING\x10\x02\x12\x19\n\x15NOTE_STATUS_COMPLETED\x10\x03\x12\x16\n\x12NOTE_STATUS_FAILED\x10\x04*K\n\x07Speaker\x12\x17\n\x13SPEAKER_UNSPECIFIED\x10\x00\x12\x12\n\x0eSPEAKER_DOCTOR\x10\x01\x12\x13\n\x0fSPEAKER_PATIENT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscribe/types/v1/types.proto\x12\x0fscribe.types.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x0cMetadataItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xe2\x01\n\x08NoteInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06gender\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12/\n\x08metadata\x18\x04 \x03(\x0b\x32\x1d.scribe.types.v1.MetadataItem\x12\x15\n\rlanguage_hint\x18\x05 \x01(\t\x12*\n\x04kind\x18\x06 \x01(\x0e\x32\x1c.scribe.types.v1.RequestKind\x12\x19\n\x11\x63lient_request_id\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61llback_url\x18\x08 \x01(\t\"}\n\x08\x41udioRef\x12\x10\n\x08\x62lob_key\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\"K\n\x04Word\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"\xa8\x01\n\x11TranscriptSegment\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12)\n\x07speaker\x18\x04 \x01(\x0e\x32\x18.scribe.types.v1.Speaker\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12$\n\x05words\x18\x06 \x03(\x0b\x32\x15.scribe.types.v1.Word\"i\n\nTranscript\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x03\x12\x34\n\x08segments\x18\x03 \x03(\x0b\x32\".scribe.types.v1.TranscriptSegment\"\xc2\x01\n\x0bNoteSection\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\r\n\x05order\x18\x05 \x01(\x05\x12\x17\n\x0fsource_segments\x18\x06 \x03(\x05\x12\x0f\n\x07version\x18\x07 \x01(\x05\x12\x0e\n\x06\x65\x64ited\x18\x08 \x01(\x08\x12/\n\tsentences\x18\t \x03(\x0b\x32\x1c.scribe.types.v1.SentenceRef\"V\n\x0bSentenceRef\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x17\n\x0fsource_segments\x18\x02 \x03(\x05\x12\x10\n\x08start_ms\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x04 \x01(\x03\"(\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"[\n\x06RunRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x30\n\x0crequested_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x91\x01\n\nNoteStatus\x12\x1b\n\x17NOTE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13NOTE_STATUS_PENDING\x10\x01\x12\x1a\n\x16NOTE_STATUS_PROCESSING\x10\x02\x12\x19\n\x15NOTE_STATUS_COMPLETED\x10\x03\x12\x16\n\x12NOTE_STATUS_FAILED\x10\x04*K\n\x07Speaker\x12\x17\n\x13SPEAKER_UNSPECIFIED\x10\x00\x12\x12\n\x0eSPEAKER_DOCTOR\x10\x01\x12\x13\n\x0fSPEAKER_PATIENT\x10\x02*K\n\x0bRequestKind\x12\x1c\n\x18REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREQUEST_KIND_TRANSCRIPTION\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scribe.types.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NOTESTATUS']._serialized_start=1164
-  _globals['_NOTESTATUS']._serialized_end=1309
-  _globals['_SPEAKER']._serialized_start=1311
-  _globals['_SPEAKER']._serialized_end=1386
+  _globals['_NOTESTATUS']._serialized_start=1257
+  _globals['_NOTESTATUS']._serialized_end=1402
+  _globals['_SPEAKER']._serialized_start=1404
+  _globals['_SPEAKER']._serialized_end=1479
+  _globals['_REQUESTKIND']._serialized_start=1481
+  _globals['_REQUESTKIND']._serialized_end=1556
   _globals['_METADATAITEM']._serialized_start=81
   _globals['_METADATAITEM']._serialized_end=123
   _globals['_NOTEINFO']._serialized_start=126
-  _globals['_NOTEINFO']._serialized_end=259
-  _globals['_AUDIOREF']._serialized_start=261
-  _globals['_AUDIOREF']._serialized_end=386
-  _globals['_WORD']._serialized_start=388
-  _globals['_WORD']._serialized_end=463
-  _globals['_TRANSCRIPTSEGMENT']._serialized_start=466
-  _globals['_TRANSCRIPTSEGMENT']._serialized_end=634
-  _globals['_TRANSCRIPT']._serialized_start=636
-  _globals['_TRANSCRIPT']._serialized_end=741
-  _globals['_NOTESECTION']._serialized_start=744
-  _globals['_NOTESECTION']._serialized_end=938
-  _globals['_SENTENCEREF']._serialized_start=940
-  _globals['_SENTENCEREF']._serialized_end=1026
-  _globals['_FAILURE']._serialized_start=1028
-  _globals['_FAILURE']._serialized_end=1068
-  _globals['_RUNREF']._serialized_start=1070
-  _globals['_RUNREF']._serialized_end=1161
+  _globals['_NOTEINFO']._serialized_end=352
+  _globals['_AUDIOREF']._serialized_start=354
+  _globals['_AUDIOREF']._serialized_end=479
+  _globals['_WORD']._serialized_start=481
+  _globals['_WORD']._serialized_end=556
+  _globals['_TRANSCRIPTSEGMENT']._serialized_start=559
+  _globals['_TRANSCRIPTSEGMENT']._serialized_end=727
+  _globals['_TRANSCRIPT']._serialized_start=729
+  _globals['_TRANSCRIPT']._serialized_end=834
+  _globals['_NOTESECTION']._serialized_start=837
+  _globals['_NOTESECTION']._serialized_end=1031
+  _globals['_SENTENCEREF']._serialized_start=1033
+  _globals['_SENTENCEREF']._serialized_end=1119
+  _globals['_FAILURE']._serialized_start=1121
+  _globals['_FAILURE']._serialized_end=1161
+  _globals['_RUNREF']._serialized_start=1163
+  _globals['_RUNREF']._serialized_end=1254
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,26 @@ SPEAKER_DOCTOR: Speaker.ValueType  # 1
 SPEAKER_PATIENT: Speaker.ValueType  # 2
 Global___Speaker: _TypeAlias = Speaker  # noqa: Y015
 
+class _RequestKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RequestKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RequestKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REQUEST_KIND_UNSPECIFIED: _RequestKind.ValueType  # 0
+    """A clinical note (transcription, then note generation): the Notes API."""
+    REQUEST_KIND_TRANSCRIPTION: _RequestKind.ValueType  # 1
+    """A transcript only (seed 002's async transcription); notegen skips it."""
+
+class RequestKind(_RequestKind, metaclass=_RequestKindEnumTypeWrapper):
+    """What an upload asks the pipeline to make."""
+
+REQUEST_KIND_UNSPECIFIED: RequestKind.ValueType  # 0
+"""A clinical note (transcription, then note generation): the Notes API."""
+REQUEST_KIND_TRANSCRIPTION: RequestKind.ValueType  # 1
+"""A transcript only (seed 002's async transcription); notegen skips it."""
+Global___RequestKind: _TypeAlias = RequestKind  # noqa: Y015
+
 @_typing.final
 class MetadataItem(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -93,11 +113,24 @@ class NoteInfo(_message.Message):
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     LANGUAGE_HINT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     gender: _builtins.str
     external_id: _builtins.str
     language_hint: _builtins.str
     """Optional ISO 639-1 language hint ("pt", "en", "es"); empty means detect."""
+    kind: Global___RequestKind.ValueType
+    """What the upload asks for: a note (the Notes API) or a transcript only (seed 002)."""
+    client_request_id: _builtins.str
+    """The client's own id of the request (seed 002's `id`, at most 128 characters): an
+    idempotency key per tenant. Empty when the client sent none.
+    """
+    callback_url: _builtins.str
+    """Where the outcome is POSTed when the request reaches a terminal state (webhook); empty: the
+    tenant's registered webhook, if any.
+    """
     @_builtins.property
     def metadata(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetadataItem]: ...
     def __init__(
@@ -108,10 +141,13 @@ class NoteInfo(_message.Message):
         external_id: _builtins.str = ...,
         metadata: _abc.Iterable[Global___MetadataItem] | None = ...,
         language_hint: _builtins.str = ...,
+        kind: Global___RequestKind.ValueType = ...,
+        client_request_id: _builtins.str = ...,
+        callback_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_id", b"external_id", "gender", b"gender", "language_hint", b"language_hint", "metadata", b"metadata", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "client_request_id", b"client_request_id", "external_id", b"external_id", "gender", b"gender", "kind", b"kind", "language_hint", b"language_hint", "metadata", b"metadata", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
