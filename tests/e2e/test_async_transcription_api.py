@@ -205,6 +205,41 @@ def test_a_note_reaching_completed_is_sent_to_the_tenant_url(env):
     assert signed_by(calls[0], env.secret)
 
 
+def test_smart_feedback_over_http_queues_only_known_notes_and_resumes_the_consultation(env):
+    """Seed 003 through the launcher-started system: the seed's exact answer, a batch whose progress
+    reaches the one known note's follow-up message, in English. (This short consultation names no
+    patient, drug or finding: tests/integration/test_smart_feedback.py checks those over 17 notes.)"""
+    env.receiver.wait_for("/tenant", 1)  # the note is completed
+    path = "/api/externalAPIs/public/smartFeedback"
+    with env.client(Authorization=f"Bearer {env.system.api_key}") as client:
+        answer = client.post(path, json={
+            "conversationIds": [env.ids["note"], str(uuid.uuid4())],
+            "reasoningConfig": {"rebounce": True, "rebounceInstructions": "Ask how the cough is going."},
+        })  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body == {"code": 200, "message": "Success", "data": {"message": body["data"]["message"], "queuedCount": 1}}
+        batch_id = answer.headers["X-Batch-Id"]
+        deadline = time.monotonic() + 60
+        while True:
+            progress = client.get(f"{path}/{batch_id}")
+            assert progress.status_code == 200, progress.text
+            data = progress.json()["data"]
+            if data["completedCount"] + data["failedCount"] == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert (data["requestedCount"], data["queuedCount"], data["completedCount"]) == (2, 1, 1), data
+        follow_up = client.get(f"/notes/v1/notes/{env.ids['note']}/follow-up")
+        assert follow_up.status_code == 200, follow_up.text
+        item = follow_up.json()["data"]
+        assert item["status"] == "completed" and item["language"] == "en"
+        assert item["message"].startswith("Hello from the clinic!")
+        assert item["message"] == data["followUps"][0]["message"]
+        unauthorized = httpx.post(f"{env.system.base_url}{path}", json={"conversationIds": [env.ids["note"]]})
+        assert unauthorized.status_code == 401
+        assert unauthorized.json() == {"code": 401, "message": unauthorized.json()["message"], "data": None}
+
+
 def test_failed_reports_the_reason(env):
     with env.client() as client:
         body = wait_async(client, env.ids["silence"])
