@@ -27,6 +27,7 @@ TOPIC_SUFFIXES: dict[type[Message], str] = {
     ev.NoteGenerated: "note.generated",
     ev.NoteGenerationFailed: "note.failed",
     ev.NoteSectionUpdated: "note.section_updated",
+    ev.NoteDeleted: "note.deleted",
 }
 DEAD_LETTER_SUFFIX = "dead_letter"
 EVENT_TYPES: dict[str, type[Message]] = {cls.DESCRIPTOR.full_name: cls for cls in TOPIC_SUFFIXES}

@@ -43,6 +43,11 @@ class IngestionServiceStub:
     completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
     concurrent requests for one note, one starts the run and the other is refused.
     """
+    DeleteNote: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.DeleteNoteRequest, _ingestion_pb2.DeleteNoteResponse]
+    """Delete a note: its upload is marked deleted (a tombstone, no personal data kept), its audio
+    object removed from the blob store, and NoteDeleted published so every service removes its
+    data. NOT_FOUND for an unknown or already deleted note, PERMISSION_DENIED for another tenant's.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -58,6 +63,11 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Start a new run of a note's transcription from its stored audio. Allowed from pending,
     completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
     concurrent requests for one note, one starts the run and the other is refused.
+    """
+    DeleteNote: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.DeleteNoteRequest, _ingestion_pb2.DeleteNoteResponse]  # type: ignore[assignment]
+    """Delete a note: its upload is marked deleted (a tombstone, no personal data kept), its audio
+    object removed from the blob store, and NoteDeleted published so every service removes its
+    data. NOT_FOUND for an unknown or already deleted note, PERMISSION_DENIED for another tenant's.
     """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,6 +99,17 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Start a new run of a note's transcription from its stored audio. Allowed from pending,
         completed and failed; FAILED_PRECONDITION TRANSCRIPTION_IN_PROGRESS while processing. Of two
         concurrent requests for one note, one starts the run and the other is refused.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteNote(
+        self,
+        request: _ingestion_pb2.DeleteNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.DeleteNoteResponse, _abc.Awaitable[_ingestion_pb2.DeleteNoteResponse]]:
+        """Delete a note: its upload is marked deleted (a tombstone, no personal data kept), its audio
+        object removed from the blob store, and NoteDeleted published so every service removes its
+        data. NOT_FOUND for an unknown or already deleted note, PERMISSION_DENIED for another tenant's.
         """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
