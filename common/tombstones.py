@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, MetaData, String, Table, select, text
+from sqlalchemy import Column, MetaData, String, Table, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,3 +61,11 @@ async def record_deletion(
         .values(note_id=note_id, tenant_id=tenant_id, deleted_at=deleted_at or utcnow())
         .on_conflict_do_nothing(index_elements=["note_id"])
     )
+
+
+async def forget_note_events(session: AsyncSession, outbox: Table, note_id: str) -> int:
+    """Remove the note's events from a service's outbox, sent or not (their payloads carry the
+    note's name, transcript or sections; the relay would only purge sent ones an hour later).
+    Its events still unpublished would be ignored by every consumer anyway. Returns how many."""
+    result = await session.execute(delete(outbox).where(outbox.c.message_key == note_id))
+    return result.rowcount or 0

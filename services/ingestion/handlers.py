@@ -33,6 +33,7 @@ from common.events import DecodedEvent, timestamp
 from common.grpc_errors import ServiceError
 from common.logs import log_context
 from common.outbox import Outbox
+from common.tombstones import forget_note_events
 from scribe.events.v1 import events_pb2 as ev
 from scribe.ingestion.v1 import ingestion_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
@@ -276,6 +277,7 @@ class IngestionHandlers:
             )
             if claimed.rowcount != 1:
                 raise _not_found()  # a concurrent deletion won
+            await forget_note_events(session, self.outbox.table, note_id)
             await self.outbox.enqueue(
                 session, ev.NoteDeleted(deleted_at=timestamp(now)), tenant_id=tenant_id, note_id=note_id
             )

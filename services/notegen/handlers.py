@@ -29,7 +29,7 @@ from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
 from common.logs import log_context
 from common.outbox import Outbox
-from common.tombstones import is_deleted, lock_note, record_deletion
+from common.tombstones import forget_note_events, is_deleted, lock_note, record_deletion
 from scribe.events.v1 import events_pb2 as ev
 from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
@@ -199,6 +199,7 @@ class NotegenHandlers:
         await session.execute(delete(SectionRow).where(SectionRow.note_id == note_id))
         generations = await session.execute(delete(GenerationRow).where(GenerationRow.note_id == note_id))
         await record_deletion(session, DELETED_NOTES, note_id, tenant_id)
+        await forget_note_events(session, self.outbox.table, note_id)
         log.info("note deleted", extra={"generations": generations.rowcount, "edits": edits.rowcount})
 
     async def _write_sections(self, session: AsyncSession, generation: GenerationRow, note: GeneratedNote) -> None:

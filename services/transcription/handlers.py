@@ -33,7 +33,7 @@ from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
 from common.logs import log_context
 from common.outbox import Outbox
-from common.tombstones import is_deleted, lock_note, record_deletion
+from common.tombstones import forget_note_events, is_deleted, lock_note, record_deletion
 from common.telemetry import (
     SERVICE_ATTRIBUTE,
     TRANSCRIPTION_REALTIME_FACTOR,
@@ -182,6 +182,7 @@ class TranscriptionHandlers:
         run_ids = set((await session.scalars(select(JobRow.run_id).where(JobRow.note_id == envelope.note_id))).all())
         await session.execute(delete(JobRow).where(JobRow.note_id == envelope.note_id))
         await record_deletion(session, DELETED_NOTES, envelope.note_id, envelope.tenant_id)
+        await forget_note_events(session, self.outbox.table, envelope.note_id)
         running_here = run_ids & self._active
         if running_here:
             session.sync_session.info.setdefault("after_commit", []).append(

@@ -18,7 +18,7 @@ from scribe.ingestion.v1 import ingestion_pb2 as pb
 from scribe.ingestion.v1 import ingestion_pb2_grpc
 from scribe.types.v1 import types_pb2 as types
 from services.ingestion.config import IngestionSettings
-from services.ingestion.models import UploadRow
+from services.ingestion.models import MESSAGING, UploadRow
 from services.ingestion.server import build_service
 from tests.support.audio import write_tone
 from tests.support.events import collect, publish
@@ -270,6 +270,10 @@ async def test_delete_removes_the_audio_keeps_a_tombstone_and_announces_it_once(
     assert (row.status, row.blob_pending_delete, row.name, row.external_id, row.metadata_items, row.filename) == (
         "deleted", False, "", "", [], ""
     )
+    async with service.handlers.session_maker() as session:  # AudioIngested (name, metadata) is gone
+        outbox = MESSAGING.outbox
+        kinds = (await session.scalars(select(outbox.c.topic).where(outbox.c.message_key == note_id))).all()
+    assert kinds == [topic_for(ev.NoteDeleted, topic_prefix)]
 
     # Deleted means gone for every RPC, and a second deletion changes nothing.
     for call in (stub.GetUpload(pb.GetUploadRequest(tenant_id="tenant-a", note_id=note_id)),

@@ -19,7 +19,7 @@ from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.notegen.v1 import notegen_pb2_grpc
 from scribe.types.v1 import types_pb2 as types
 from services.notegen.config import NotegenSettings
-from services.notegen.models import GenerationRow, SectionEditRow, SectionRow, section_uuid
+from services.notegen.models import MESSAGING, GenerationRow, SectionEditRow, SectionRow, section_uuid
 from services.notegen.server import MIGRATIONS, build_service
 from tests.support.events import collect, publish
 
@@ -377,6 +377,9 @@ async def test_a_deleted_note_s_generations_and_edits_go_and_its_late_transcript
             break
         await asyncio.sleep(0.05)
     assert [await rows(model, note_id) for model in (GenerationRow, SectionRow, SectionEditRow)] == [0, 0, 0]
+    async with service.handlers.session_maker() as session:  # nor its events' payloads in the outbox
+        outbox = MESSAGING.outbox
+        assert await session.scalar(select(func.count()).where(outbox.c.message_key == note_id)) == 0
 
     # A run's transcript still in flight when the note was deleted writes nothing and announces nothing.
     applied = consumer.applied_total

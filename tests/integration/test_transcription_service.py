@@ -24,7 +24,7 @@ from scribe.transcription.v1 import transcription_pb2_grpc
 from scribe.types.v1 import types_pb2 as types
 from services.transcription.config import TranscriptionSettings
 from services.transcription.engine import TranscriptionCancelled
-from services.transcription.models import JobRow
+from services.transcription.models import MESSAGING, JobRow
 from services.transcription.server import build_service, load_engine
 from tests.support.blobs import put_audio_file
 from tests.support.events import collect, publish
@@ -279,6 +279,8 @@ async def test_a_deleted_note_s_running_job_stops_publishes_nothing_and_stays_go
     assert main_consumer.applied_total >= 2
     async with handlers.session_maker() as session:
         assert await session.scalar(select(func.count()).where(JobRow.note_id == note_id)) == 0
+        outbox = MESSAGING.outbox  # TranscriptionStarted and the like: gone with the note
+        assert await session.scalar(select(func.count()).where(outbox.c.message_key == note_id)) == 0
     for outcome in (ev.TranscriptionCompleted, ev.TranscriptionFailed):
         assert await collect(broker, topic_prefix, outcome, at_least=1, timeout_s=1) == []
     with pytest.raises(grpc.aio.AioRpcError) as missing:
