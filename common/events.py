@@ -28,6 +28,7 @@ TOPIC_SUFFIXES: dict[type[Message], str] = {
     ev.NoteGenerationFailed: "note.failed",
     ev.NoteSectionUpdated: "note.section_updated",
     ev.FollowUpWritten: "follow_up.written",
+    ev.NoteDeleted: "note.deleted",
 }
 DEAD_LETTER_SUFFIX = "dead_letter"
 EVENT_TYPES: dict[str, type[Message]] = {cls.DESCRIPTOR.full_name: cls for cls in TOPIC_SUFFIXES}

@@ -1,6 +1,6 @@
-"""What a client does to an existing note: retry it, export it, edit one of its sections.
+"""What a client does to an existing note: retry it, export it, edit one of its sections, delete it.
 
-All three are rate limited per key (seed 001's table) and scoped to the key's tenant. Each write
+All are rate limited per key (seed 001's table) and scoped to the key's tenant. Each write
 waits, bounded, until the query service shows its effect, so that a read right after the answer
 sees it (a status poll after a retry says ``processing``, a GET after an edit shows the edit).
 """
@@ -223,6 +223,62 @@ def _note_id_from_body(body: bytes) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise invalid_note_id() from None
+
+
+# -- deletion ----------------------------------------------------------------------------------
+
+
+@router.delete(
+    "/notes/{note_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a note: its audio, transcript, sections and edits",
+    responses=with_rate_limit_headers(
+        {
+            204: {"description": "Deleted. Nothing of the note remains; reads of it answer 404 from now on."},
+            **error_responses(400, 401, 403, 500, 503, 504),
+            404: {
+                "model": ErrorResponse,
+                "description": "NOTE_NOT_FOUND: no such note, or it is already deleted (a second DELETE of a note "
+                "answers 404)",
+            },
+        },
+        204,
+    ),
+)
+async def delete_note(principal: LimitedEditor, note_id: NoteId, backends: BackendStubs, settings: Settings) -> Response:
+    """Delete the note for good: its stored audio, transcript, sections and their edit history, in
+    every service. Another tenant's note answers 403 ``NOTE_ACCESS_DENIED`` and is left as it is.
+    Not reversible; deleting again answers 404."""
+    await backends.ingestion.DeleteNote(
+        ingestion_pb2.DeleteNoteRequest(tenant_id=principal.tenant_id, note_id=note_id), timeout=settings.rpc_timeout_s
+    )
+    with log_context(note_id=note_id, tenant_id=principal.tenant_id):
+        log.info("note deleted")
+        await _await_deleted(backends, settings, principal.tenant_id, note_id)
+    return Response(status_code=204)
+
+
+async def _await_deleted(backends: Backends, settings: GatewaySettings, tenant_id: str, note_id: str) -> None:
+    """Wait (bounded) until the read model no longer has the note, so a GET right after says 404."""
+
+    async def gone() -> bool:
+        try:
+            await backends.query.GetNoteStatus(
+                query_pb2.GetNoteStatusRequest(tenant_id=tenant_id, note_id=note_id), timeout=settings.rpc_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return True
+            raise
+        return False
+
+    try:
+        _, shown = await _await_read_model(gone, lambda answer: answer)
+    except grpc.aio.AioRpcError:
+        return  # the deletion is committed; reads will catch up
+    if not shown:
+        log.warning("deletion: the read model did not show it in time")
 
 
 # -- export ------------------------------------------------------------------------------------

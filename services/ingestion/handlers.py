@@ -5,6 +5,10 @@ the store and the note row committed together with its ``AudioIngested`` outbox 
 any step leaves no blob, no row and no event. Notes whose run has no terminal event past its
 deadline are re-driven (the event published again), so even a broker that lost its data cannot
 leave a note stuck.
+
+A deleted note keeps its row as a tombstone (status ``deleted``, personal fields emptied): its
+audio object is removed after the deletion commits, and again by a sweep for as long as that
+fails, and the note's later events find the tombstone and change nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from common.events import DecodedEvent, timestamp
 from common.grpc_errors import ServiceError
 from common.logs import log_context
 from common.outbox import Outbox
+from common.tombstones import forget_note_events
 from scribe.events.v1 import events_pb2 as ev
 from scribe.ingestion.v1 import ingestion_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
@@ -77,6 +82,7 @@ def _idempotency_conflict(client_request_id: str) -> ServiceError:
         "This id was already used for a request with different content",
         {"id": client_request_id},
     )
+DELETED = "deleted"
 
 
 def _invalid_audio(message: str, received: str) -> ServiceError:
@@ -86,6 +92,10 @@ def _invalid_audio(message: str, received: str) -> ServiceError:
         message,
         {"expected": ACCEPTED_FORMATS, "received": received or "unknown"},
     )
+
+
+def _not_found() -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, "NOTE_NOT_FOUND", "Note not found")
 
 
 def _in_progress() -> ServiceError:
@@ -380,8 +390,8 @@ class IngestionHandlers:
     async def get_upload(self, tenant_id: str, note_id: str) -> pb.Upload:
         async with self.session_maker() as session:
             row = await session.get(UploadRow, note_id)
-        if row is None:
-            raise ServiceError(grpc.StatusCode.NOT_FOUND, "NOTE_NOT_FOUND", "Note not found")
+        if row is None or row.status == DELETED:
+            raise _not_found()
         if row.tenant_id != tenant_id:
             raise ServiceError(
                 grpc.StatusCode.PERMISSION_DENIED, "NOTE_ACCESS_DENIED", "Note does not belong to current tenant"
@@ -409,6 +419,7 @@ class IngestionHandlers:
                     UploadRow.note_id == note_id,
                     UploadRow.tenant_id == tenant_id,
                     UploadRow.status != "processing",
+                    UploadRow.status != DELETED,
                     UploadRow.attempt == current.run.attempt,
                 )
                 .values(
@@ -421,7 +432,9 @@ class IngestionHandlers:
                 )
             )
             if claimed.rowcount != 1:
-                raise _in_progress()  # another retry won the race and is processing now
+                # Another retry won the race and is processing now, or the note was just deleted.
+                await self.get_upload(tenant_id, note_id)
+                raise _in_progress()
             row = await session.get(UploadRow, note_id, populate_existing=True)
             assert row is not None
             await self.outbox.enqueue(
@@ -430,6 +443,104 @@ class IngestionHandlers:
         with log_context(note_id=note_id, tenant_id=tenant_id, run_id=run_id):
             log.info("retry requested", extra={"attempt": row.attempt})
         return self._to_proto(row)
+
+    # -- deletion ---------------------------------------------------------------------------
+
+    async def delete_note(self, tenant_id: str, note_id: str) -> pb.DeleteNoteResponse:
+        """Delete a note: tombstone its upload and announce ``NoteDeleted`` (one transaction), then
+        remove its audio object. NOT_FOUND for an unknown or already deleted note.
+
+        The tombstone is claimed with one conditional UPDATE, so of two concurrent deletions one
+        deletes and publishes, the other is told the note is not found. When the blob store fails,
+        the note is deleted anyway and ``blob_pending_delete`` stays set for the sweep.
+        """
+        await self.get_upload(tenant_id, note_id)  # NOT_FOUND / PERMISSION_DENIED first
+        now = utcnow()
+        async with self.session_maker() as session, session.begin():
+            claimed = await session.execute(
+                update(UploadRow)
+                .where(UploadRow.note_id == note_id, UploadRow.tenant_id == tenant_id, UploadRow.status != DELETED)
+                .values(
+                    status=DELETED,
+                    deleted_at=now,
+                    blob_pending_delete=True,
+                    blob_delete_attempts=0,
+                    last_driven_at=now,
+                    # Nothing personal stays in the tombstone.
+                    name="",
+                    gender="",
+                    external_id="",
+                    metadata_items=[],
+                    language_hint="",
+                    filename="",
+                    sha256="",
+                )
+            )
+            if claimed.rowcount != 1:
+                raise _not_found()  # a concurrent deletion won
+            await forget_note_events(session, self.outbox.table, note_id)
+            await self.outbox.enqueue(
+                session, ev.NoteDeleted(deleted_at=timestamp(now)), tenant_id=tenant_id, note_id=note_id
+            )
+            blob_key = await session.scalar(select(UploadRow.blob_key).where(UploadRow.note_id == note_id))
+        with log_context(note_id=note_id, tenant_id=tenant_id):
+            log.info("note deleted")
+            removed = await self._remove_blob(note_id, blob_key or "", attempts=0)
+        return pb.DeleteNoteResponse(note_id=note_id, deleted_at=timestamp(now), audio_removed=removed)
+
+    async def _remove_blob(self, note_id: str, blob_key: str, attempts: int) -> bool:
+        """Remove a deleted note's audio object and clear its pending mark; False (logged) on failure."""
+        try:
+            if blob_key:
+                await self.blobs.delete(blob_key)
+        except Exception as exc:
+            # The error's type only: a store's message may carry endpoints or signed URLs.
+            log.warning(
+                "audio of a deleted note not removed yet; the sweep will retry",
+                extra={"error": type(exc).__name__, "attempts": attempts + 1},
+            )
+            async with self.session_maker() as session, session.begin():
+                await session.execute(
+                    update(UploadRow)
+                    .where(UploadRow.note_id == note_id)
+                    .values(blob_delete_attempts=attempts + 1, last_driven_at=utcnow())
+                )
+            return False
+        async with self.session_maker() as session, session.begin():
+            await session.execute(
+                update(UploadRow).where(UploadRow.note_id == note_id).values(blob_pending_delete=False)
+            )
+        log.info("audio of a deleted note removed")
+        return True
+
+    async def sweep_deleted_blobs_once(self, batch: int = 100) -> int:
+        """Retry removing the audio of deleted notes whose removal failed; return how many are gone.
+
+        At most ``batch`` objects a pass; a note's tries back off exponentially (from the check
+        interval up to the re-drive cap), so an unreachable store is not hammered.
+        """
+        now = utcnow()
+        async with self.session_maker() as session:
+            rows = (
+                await session.execute(
+                    select(UploadRow.note_id, UploadRow.tenant_id, UploadRow.blob_key,
+                           UploadRow.blob_delete_attempts, UploadRow.last_driven_at)
+                    .where(UploadRow.blob_pending_delete.is_(True))
+                    .order_by(UploadRow.last_driven_at)
+                    .limit(batch)
+                )
+            ).all()
+        removed = 0
+        for row in rows:
+            backoff = min(
+                self.settings.redrive_check_s * 2 ** max(row.blob_delete_attempts - 1, 0),
+                self.settings.redrive_max_interval_s,
+            )
+            if row.blob_delete_attempts and row.last_driven_at + dt.timedelta(seconds=backoff) > now:
+                continue
+            with log_context(note_id=row.note_id, tenant_id=row.tenant_id):
+                removed += await self._remove_blob(row.note_id, row.blob_key, row.blob_delete_attempts)
+        return removed
 
     # -- events -----------------------------------------------------------------------------
 
@@ -444,8 +555,8 @@ class IngestionHandlers:
         a transcription-only request's run ends with its transcript."""
         payload = event.payload
         row = await session.get(UploadRow, event.envelope.note_id)
-        if row is None or payload.run.run_id != row.run_id:
-            return  # a run that a later retry superseded
+        if row is None or payload.run.run_id != row.run_id or row.status == DELETED:
+            return  # a run that a later retry superseded, or a deleted note's
         if isinstance(payload, ev.TranscriptionCompleted):
             if row.kind == types.REQUEST_KIND_TRANSCRIPTION and row.status in ("pending", "processing"):
                 row.status = "completed"
@@ -483,6 +594,9 @@ class IngestionHandlers:
         return driven
 
     async def run_redrive(self, stopping: asyncio.Event) -> None:
+        """Until ``stopping``: re-drive stuck notes and remove deleted notes' leftover audio (at
+        start too, so a restart retries what a failed store left behind)."""
+        await self._sweep_deleted_blobs()
         while not stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self.settings.redrive_check_s)
@@ -492,6 +606,13 @@ class IngestionHandlers:
                 await self.redrive_once()
             except Exception:
                 log.exception("re-drive pass failed")
+            await self._sweep_deleted_blobs()
+
+    async def _sweep_deleted_blobs(self) -> None:
+        try:
+            await self.sweep_deleted_blobs_once()
+        except Exception as exc:
+            log.warning("sweep of deleted notes' audio failed", extra={"error": type(exc).__name__})
 
     # -- mapping ----------------------------------------------------------------------------
 

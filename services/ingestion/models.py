@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, MetaData, String, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import UTCDateTime
@@ -32,11 +32,13 @@ class UploadRow(Base):
     duration_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    # pending until a terminal event of the current run arrives, then completed or failed.
+    # pending until a terminal event of the current run arrives, then completed or failed;
+    # deleted: a tombstone (personal fields emptied) kept so the note's late events are ignored.
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
     run_id: Mapped[str] = mapped_column(String(36), nullable=False)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     run_requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # When the run was last (re-)published; for a deleted note, the last try to remove its audio.
     last_driven_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     drive_count: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     # types.RequestKind: 0 a note, 1 a transcript only (seed 002).
@@ -47,11 +49,16 @@ class UploadRow(Base):
     client_request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False, default="", server_default="")
     callback_url: Mapped[str] = mapped_column(String(2048), nullable=False, default="", server_default="")
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A deleted note whose audio object is still in the blob store: the sweep removes it.
+    blob_pending_delete: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    blob_delete_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_uploads_tenant", "tenant_id", "created_at"),
         Index("ix_uploads_open", "status", "last_driven_at"),
         Index("ux_uploads_client_request", "tenant_id", "client_request_id", unique=True),
+        Index("ix_uploads_blob_pending", "blob_pending_delete"),
     )
 
 

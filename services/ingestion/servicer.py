@@ -80,3 +80,13 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             return pb.RequestRetryResponse(upload=upload)
         except ServiceError as exc:
             await abort(context, exc)
+
+    async def DeleteNote(self, request: pb.DeleteNoteRequest, context) -> pb.DeleteNoteResponse:
+        try:
+            if not request.tenant_id:
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "tenant_id is required")
+            if not request.note_id:
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NOTE_ID", "Invalid note_id format")
+            return await self.handlers.delete_note(request.tenant_id, request.note_id)
+        except ServiceError as exc:
+            await abort(context, exc)

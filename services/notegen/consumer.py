@@ -1,4 +1,4 @@
-"""Note generation's event handlers: a completed transcript becomes a note."""
+"""Note generation's event handlers: a completed transcript becomes a note; a deleted note goes."""
 
 from __future__ import annotations
 
@@ -8,4 +8,6 @@ from services.notegen.handlers import NotegenHandlers
 
 
 def build_consumer(messaging: Messaging, handlers: NotegenHandlers):
-    return messaging.consumer({ev.TranscriptionCompleted: handlers.on_transcription_completed})
+    return messaging.consumer(
+        {ev.TranscriptionCompleted: handlers.on_transcription_completed, ev.NoteDeleted: handlers.on_note_deleted}
+    )

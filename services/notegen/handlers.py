@@ -20,7 +20,7 @@ import uuid
 
 import grpc
 from google.protobuf import json_format
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +29,7 @@ from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
 from common.logs import log_context
 from common.outbox import Outbox
+from common.tombstones import forget_note_events, is_deleted, lock_note, record_deletion
 from scribe.events.v1 import events_pb2 as ev
 from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
@@ -36,7 +37,14 @@ from services.notegen.config import NotegenSettings
 from services.notegen.domain.sections import DOMAINS
 from services.notegen.llm import LlmConfig, LlmGenerator
 from services.notegen.domain.generator import GeneratedNote, TranscriptSegment, TranscriptTooShort, generate_note
-from services.notegen.models import GenerationRow, SectionEditRow, SectionRow, section_uuid
+from services.notegen.models import (
+    DELETED_NOTES,
+    FollowUpRow,
+    GenerationRow,
+    SectionEditRow,
+    SectionRow,
+    section_uuid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +160,10 @@ class NotegenHandlers:
         envelope = event.envelope
         if payload.kind == types.REQUEST_KIND_TRANSCRIPTION:
             return  # a transcript-only request (seed 002): its run ends with the transcript
+        await lock_note(session, envelope.note_id)
+        if await is_deleted(session, DELETED_NOTES, envelope.note_id):
+            log.info("transcript of a deleted note ignored")
+            return
         existing = await session.get(GenerationRow, payload.run.run_id)
         if existing is not None:
             await self._announce(session, existing)
@@ -187,6 +199,24 @@ class NotegenHandlers:
         await self._write_sections(session, generation, note)
         await self._announce(session, generation)
         log.info("note generated", extra={"sections": len(note.sections), "generator": note.generator})
+
+    async def on_note_deleted(self, session: AsyncSession, event: DecodedEvent) -> None:
+        """Remove the note's generations, sections and edits, and keep a tombstone."""
+        note_id, tenant_id = event.envelope.note_id, event.envelope.tenant_id
+        await lock_note(session, note_id)
+        edits = await session.execute(delete(SectionEditRow).where(SectionEditRow.note_id == note_id))
+        await session.execute(delete(SectionRow).where(SectionRow.note_id == note_id))
+        generations = await session.execute(delete(GenerationRow).where(GenerationRow.note_id == note_id))
+        # Smart Feedback messages name the patient and the drugs: emptied; the rows stay (failed) so
+        # that their batches still add up, and one being written finds no note and fails.
+        await session.execute(
+            update(FollowUpRow)
+            .where(FollowUpRow.note_id == note_id, FollowUpRow.status != "running")
+            .values(status="failed", message="", failure_code="NOTE_DELETED", failure_message="The note was deleted")
+        )
+        await record_deletion(session, DELETED_NOTES, note_id, tenant_id)
+        await forget_note_events(session, self.outbox.table, note_id)
+        log.info("note deleted", extra={"generations": generations.rowcount, "edits": edits.rowcount})
 
     async def _write_sections(self, session: AsyncSession, generation: GenerationRow, note: GeneratedNote) -> None:
         """Store ``note``'s sections as the generated rows of ``generation``'s current revision."""
@@ -277,8 +307,10 @@ class NotegenHandlers:
         except TranscriptTooShort:
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "TRANSCRIPT_TOO_SHORT", TOO_SHORT_MESSAGE) from None
         async with self.session_maker() as session, session.begin():
+            await lock_note(session, note_id)
             generation = await session.get(GenerationRow, run_id, with_for_update=True)
-            assert generation is not None
+            if generation is None:
+                raise _note_not_found()  # deleted while the generator ran
             generation.revision += 1
             generation.generator = note.generator
             generation.language = note.language
@@ -323,6 +355,13 @@ class NotegenHandlers:
     async def _update_section_once(
         self, session: AsyncSession, request: pb.UpdateSectionRequest, section_id: str
     ) -> pb.UpdateSectionResponse:
+        # The note's lock first, as a deletion takes it before the section rows: never a deadlock.
+        note_id = await session.scalar(select(SectionRow.note_id).where(SectionRow.section_id == section_id).limit(1))
+        if note_id is None:
+            raise _section_not_found()
+        await lock_note(session, note_id)
+        if await is_deleted(session, DELETED_NOTES, note_id):
+            raise _section_not_found()  # deleted since
         await _lock_sections(session, SectionRow.section_id == section_id)
         found = (
             await session.execute(

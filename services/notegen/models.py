@@ -10,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import UTCDateTime
 from common.outbox import messaging_tables
+from common.tombstones import tombstone_table
 
 # Never change: a section's public id is derived from it (migration 0002 holds a copy for its backfill).
 SECTION_ID_NAMESPACE = uuid.UUID("d1e15953-809d-4ba0-8032-b82fe48aff49")
@@ -144,3 +145,5 @@ class FollowUpRow(Base):
 
 
 MESSAGING = messaging_tables(Base.metadata)
+# Notes deleted: their generations, sections and edits are gone, their later transcripts ignored.
+DELETED_NOTES = tombstone_table(Base.metadata)

@@ -6,6 +6,9 @@ event id but the same run). Each row keeps the run it shows (``attempt``) and ho
 (``stage``): an event of a newer run resets the row's run, an event of the shown run only moves the
 status forward, an event of an older run is ignored. Any event may be the first one seen for a note.
 
+``NoteDeleted`` removes a note's row and leaves a tombstone: any event of the note that arrives
+later, in whatever order, is ignored, so a deleted note never comes back.
+
 Reads are scoped to the caller's tenant. A read of a note the projection has not seen yet (the
 upload's 201 came before its ``AudioIngested`` reached us) asks ingestion, waits a bounded while
 for the projection, and else answers from ingestion's upload, so a read after a 201 never says 404.
@@ -25,7 +28,7 @@ import grpc
 from aiokafka import TopicPartition
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,13 +37,14 @@ from common.db import utcnow
 from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
 from common.telemetry import Sample
+from common.tombstones import is_deleted, lock_note, record_deletion
 from scribe.events.v1 import events_pb2 as ev
 from scribe.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from scribe.query.v1 import query_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
 from services.query import export, webhooks
 from services.query.config import QuerySettings
-from services.query.models import NoteRow
+from services.query.models import DELETED_NOTES, NoteRow, WebhookAttemptRow, WebhookDeliveryRow
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ _STATUS_BY_EVENT: dict[type[Message], str] = {
     ev.NoteGenerated: "completed",
     ev.NoteGenerationFailed: "failed",
 }
-PROJECTED_EVENTS: tuple[type[Message], ...] = (*_STAGE_BY_EVENT, ev.NoteSectionUpdated)
+PROJECTED_EVENTS: tuple[type[Message], ...] = (*_STAGE_BY_EVENT, ev.NoteSectionUpdated, ev.NoteDeleted)
 # Events after which a terminal row may owe its webhook: the terminal events, and the upload's
 # facts (which carry the callback URL and may arrive after the outcome, on another topic).
 _WEBHOOK_TRIGGERS = (
@@ -374,6 +378,14 @@ class NoteProjection:
         envelope, payload = event.envelope, event.payload
         if not envelope.tenant_id or len(envelope.tenant_id) > 64 or len(envelope.note_id) > 36:
             raise PermanentError("envelope without a usable tenant_id or note_id")
+        # One note's events from different topics may be applied by different replicas at once:
+        # a deletion must not interleave with an event that would create the row again.
+        await lock_note(session, envelope.note_id)
+        if await is_deleted(session, DELETED_NOTES, envelope.note_id):
+            return  # a deleted note's late event (or a redelivered NoteDeleted)
+        if isinstance(payload, ev.NoteDeleted):
+            await self._delete(session, envelope)
+            return
         occurred_at = _occurred_at(envelope)
         row = await self._locked_row(session, envelope, payload, occurred_at)
         if row.tenant_id != envelope.tenant_id:
@@ -387,6 +399,26 @@ class NoteProjection:
         """A Smart Feedback follow-up was written: its webhook, when the tenant has one."""
         if self.settings is not None:
             await webhooks.enqueue_follow_up(session, event.envelope, event.payload, self.settings)
+
+    @staticmethod
+    async def _delete(session: AsyncSession, envelope: ev.EventEnvelope) -> None:
+        row = await session.get(NoteRow, envelope.note_id, with_for_update=True)
+        if row is not None:
+            if row.tenant_id != envelope.tenant_id:
+                raise PermanentError("event tenant does not match the note's tenant")
+            await session.delete(row)
+        # Webhook bodies of the note (an async transcript holds its text) and their attempt log.
+        deliveries = select(WebhookDeliveryRow.id).where(
+            WebhookDeliveryRow.request_id == envelope.note_id, WebhookDeliveryRow.tenant_id == envelope.tenant_id
+        )
+        await session.execute(delete(WebhookAttemptRow).where(WebhookAttemptRow.delivery_id.in_(deliveries)))
+        await session.execute(
+            delete(WebhookDeliveryRow).where(
+                WebhookDeliveryRow.request_id == envelope.note_id, WebhookDeliveryRow.tenant_id == envelope.tenant_id
+            )
+        )
+        await record_deletion(session, DELETED_NOTES, envelope.note_id, envelope.tenant_id)
+        log.info("note deleted from the read model")
 
     async def _locked_row(
         self, session: AsyncSession, envelope: ev.EventEnvelope, payload: Message, occurred_at: dt.datetime
@@ -604,6 +636,7 @@ class NoteReader:
         self._require_ids(tenant_id, note_id)
         row = await self._full_row(note_id)
         if row is None:
+            await self._raise_if_deleted(note_id)
             found = await self._await_projection(tenant_id, note_id)
             if isinstance(found, ingestion_pb2.Upload):
                 return _upload_view(found)
@@ -660,6 +693,7 @@ class NoteReader:
         self._require_ids(tenant_id, note_id)
         found: _StatusRow | ingestion_pb2.Upload | None = await self._status_row(note_id)
         if found is None:
+            await self._raise_if_deleted(note_id)
             found = await self._await_projection(tenant_id, note_id)
         if isinstance(found, ingestion_pb2.Upload):
             status = _fallback_status(found)
@@ -677,6 +711,12 @@ class NoteReader:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "tenant_id is required")
         if not note_id:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NOTE_ID", "note_id is required")
+
+    async def _raise_if_deleted(self, note_id: str) -> None:
+        """NOT_FOUND at once for a deleted note, without waiting for a projection that won't come."""
+        async with self.session_maker() as session:
+            if await is_deleted(session, DELETED_NOTES, note_id):
+                raise _not_found()
 
     async def _full_row(self, note_id: str) -> NoteRow | None:
         async with self.session_maker() as session:

@@ -1,4 +1,5 @@
-"""Query's own tables: notes (the read model, one row per note) and the messaging tables."""
+"""Query's own tables: notes (the read model, one row per note), tombstones of deleted notes and
+the messaging tables."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import UTCDateTime
 from common.outbox import messaging_tables
+from common.tombstones import tombstone_table
 
 
 class Base(DeclarativeBase):
@@ -125,3 +127,4 @@ class WebhookAttemptRow(Base):
 
 
 MESSAGING = messaging_tables(Base.metadata)
+DELETED_NOTES = tombstone_table(Base.metadata)

@@ -520,6 +520,8 @@ class WebhookDeliverer:
             next_at = now + dt.timedelta(seconds=backoff)
             outcome = "pending" if next_at <= row.deadline else "failed"
         async with self.session_maker() as session, session.begin():
+            if await session.get(WebhookDeliveryRow, row.id, with_for_update=True) is None:
+                return  # deleted meanwhile, with its note
             session.add(
                 WebhookAttemptRow(
                     delivery_id=row.id, attempt=attempt, status_code=status_code, error=error,

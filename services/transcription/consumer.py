@@ -1,4 +1,5 @@
-"""Transcription's event handlers: a new or re-driven run becomes a job when a worker is free."""
+"""Transcription's event handlers: a new or re-driven run becomes a job when a worker is free; a
+deleted note's jobs go at once, in a consumer group of their own that never waits for a worker."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from services.transcription.handlers import TranscriptionHandlers
 
 
 def build_consumer(messaging: Messaging, handlers: TranscriptionHandlers):
+    messaging.consumer(
+        {ev.NoteDeleted: handlers.on_note_deleted}, group=f"{messaging.settings.service_name}-deletions"
+    )
     return messaging.consumer(
         # A retry's TranscriptionRequested carries the same facts as AudioIngested.
         {ev.AudioIngested: handlers.on_audio_ingested, ev.TranscriptionRequested: handlers.on_audio_ingested},

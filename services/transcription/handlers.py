@@ -6,7 +6,8 @@ lag shows it and other replicas of the group can take it. Workers claim jobs wit
 renew; a job whose worker died (lease expired) is taken over, one whose worker is shutting down is
 handed back. A finished job's ``TranscriptionCompleted`` / ``TranscriptionFailed`` is written in
 the same transaction as the transcript, and published again if a re-driven event asks for a run
-that is already done (the broker may have lost the first one).
+that is already done (the broker may have lost the first one). ``NoteDeleted`` removes a note's
+jobs and leaves a tombstone: a running one stops and publishes nothing, later runs are ignored.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.blobstore import BlobDecryptionError, BlobNotFound, BlobStore
@@ -32,6 +33,7 @@ from common.events import DecodedEvent, from_timestamp, timestamp
 from common.grpc_errors import ServiceError
 from common.logs import log_context
 from common.outbox import Outbox
+from common.tombstones import forget_note_events, is_deleted, lock_note, record_deletion
 from common.telemetry import (
     SERVICE_ATTRIBUTE,
     TRANSCRIPTION_REALTIME_FACTOR,
@@ -51,7 +53,7 @@ from services.transcription.engine import (
     TranscriptResult,
     WhisperEngine,
 )
-from services.transcription.models import JobRow
+from services.transcription.models import DELETED_NOTES, JobRow
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +124,18 @@ class TranscriptionHandlers:
         self._stopping = False
         self._workers: list[asyncio.Task] = []
         self._progress: dict[str, float] = {}
+        # Runs of deleted notes that a worker here is transcribing: they stop at the next segment.
+        self._cancelled: set[str] = set()
 
     # -- events -----------------------------------------------------------------------------
 
     async def on_audio_ingested(self, session: AsyncSession, event: DecodedEvent) -> None:
         payload: ev.AudioIngested = event.payload
         envelope = event.envelope
+        await lock_note(session, envelope.note_id)
+        if await is_deleted(session, DELETED_NOTES, envelope.note_id):
+            log.info("run of a deleted note ignored")
+            return
         job = await session.get(JobRow, payload.run.run_id)
         if job is None:
             session.add(
@@ -166,6 +174,22 @@ class TranscriptionHandlers:
             await self._announce_completed(session, job)
         elif job.status == "failed":
             await self._announce_failed(session, job)
+
+    async def on_note_deleted(self, session: AsyncSession, event: DecodedEvent) -> None:
+        """Remove the note's jobs and transcripts and keep a tombstone; a run a worker here is
+        transcribing stops (one elsewhere stops at its next lease renewal) and publishes nothing."""
+        envelope = event.envelope
+        await lock_note(session, envelope.note_id)
+        run_ids = set((await session.scalars(select(JobRow.run_id).where(JobRow.note_id == envelope.note_id))).all())
+        await session.execute(delete(JobRow).where(JobRow.note_id == envelope.note_id))
+        await record_deletion(session, DELETED_NOTES, envelope.note_id, envelope.tenant_id)
+        await forget_note_events(session, self.outbox.table, envelope.note_id)
+        running_here = run_ids & self._active
+        if running_here:
+            session.sync_session.info.setdefault("after_commit", []).append(
+                lambda: self._cancelled.update(running_here)
+            )
+        log.info("note deleted", extra={"jobs": len(run_ids), "cancelled": len(running_here)})
 
     def _poke(self) -> None:
         asyncio.get_running_loop().create_task(self._notify())
@@ -308,7 +332,7 @@ class TranscriptionHandlers:
                     Path(path),
                     job.language_hint or None,
                     lambda segment, done: on_progress(done),
-                    lambda: self._stopping,
+                    lambda: self._stopping or job.run_id in self._cancelled,
                     on_progress=on_progress,
                 )
         except BlobNotFound:
@@ -323,6 +347,9 @@ class TranscriptionHandlers:
             )
             return
         except TranscriptionCancelled:
+            if job.run_id in self._cancelled:
+                log.info("transcription of a deleted note stopped")
+                return
             await self._hand_back(job)
             return
         except NoSpeechError:
@@ -339,6 +366,7 @@ class TranscriptionHandlers:
             return
         finally:
             self._progress.pop(job.run_id, None)
+            self._cancelled.discard(job.run_id)
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
@@ -434,6 +462,9 @@ class TranscriptionHandlers:
                         .where(JobRow.run_id == run_id, JobRow.owner == self.worker_id)
                         .values(lease_until=utcnow() + dt.timedelta(seconds=self.settings.job_lease_s))
                     )
+                    if await session.get(JobRow, run_id) is None:
+                        # The note was deleted (by a replica that is not running it): stop now.
+                        self._cancelled.add(run_id)
 
     async def _hand_back(self, job: JobRow) -> None:
         async with self.session_maker() as session, session.begin():

@@ -9,6 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import UTCDateTime
 from common.outbox import messaging_tables
+from common.tombstones import tombstone_table
 
 
 class Base(DeclarativeBase):
@@ -53,3 +54,5 @@ class JobRow(Base):
 
 
 MESSAGING = messaging_tables(Base.metadata)
+# Notes deleted: their jobs are gone and their later AudioIngested / TranscriptionRequested ignored.
+DELETED_NOTES = tombstone_table(Base.metadata)

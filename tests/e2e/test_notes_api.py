@@ -12,6 +12,7 @@ import concurrent.futures
 import datetime as dt
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -95,6 +96,7 @@ def api(tmp_path_factory, model_dir) -> Api:
         api = Api(system, keys)
         (folder / "speech").mkdir()
         consultation = render(TURNS, "pt", folder / "speech" / "consulta.wav")
+        api.consultation = consultation  # type: ignore[attr-defined]
         silence = make_silence(folder / "speech" / "silence.wav", 4)
         with api.client() as client:
             # The seed's curl example: audio plus metadata as a JSON object.
@@ -516,6 +518,66 @@ def test_unknown_routes_and_methods_answer_in_the_envelope(api):
         assert_error(client.delete("/notes/v1/notes"), 405, "method_not_allowed", "METHOD_NOT_ALLOWED")
 
 
+# -- DELETE /notes/{id} ------------------------------------------------------------------------
+
+
+def _rows_of(system: RunningSystem, note_id: str) -> dict[str, int]:
+    """How many rows each service's database still holds about the note (tombstones aside)."""
+    tables = {"transcription": "transcription_jobs", "notegen": "generations", "query": "notes"}
+    counts = {}
+    for service, table in tables.items():
+        with sqlite3.connect(system.data_dir / f"{service}.db") as db:
+            counts[table] = db.execute(f"select count(*) from {table} where note_id = ?", (note_id,)).fetchone()[0]
+    with sqlite3.connect(system.data_dir / "notegen.db") as db:
+        counts["section_edits"] = db.execute(
+            "select count(*) from section_edits where note_id = ?", (note_id,)
+        ).fetchone()[0]
+    return counts
+
+
+def test_delete_removes_the_note_everywhere_and_answers_404_after(api):
+    with api.client() as client:
+        created = upload(client, api.consultation, name="Apagar", external_id="DELETE_ME", language="pt")
+        assert created.status_code == 201, created.text
+        note_id = created.json()["data"]["id"]
+        assert wait_terminal(client, note_id) == "completed"
+        note = client.get(f"/notes/v1/notes/{note_id}").json()["data"]
+        edited = client.patch("/notes/v1/note_sections", json={"id": note["note_sections"][0]["id"], "content": "x"})
+        assert edited.status_code == 200, edited.text
+        blobs = [p for p in (api.system.data_dir / "blobs").rglob("*") if p.is_file() and note_id in p.parts]
+        assert len(blobs) == 1
+
+        # Neither a viewer key nor another tenant may delete it.
+        with api.client("viewer") as viewer:
+            assert_error(viewer.delete(f"/notes/v1/notes/{note_id}"), 403, "forbidden", "INSUFFICIENT_ROLE")
+        with api.client("b") as client_b:
+            assert_error(client_b.delete(f"/notes/v1/notes/{note_id}"), 403, "forbidden", "NOTE_ACCESS_DENIED")
+        assert client.get(f"/notes/v1/notes/{note_id}").status_code == 200
+
+        deleted = client.delete(f"/notes/v1/notes/{note_id}")
+        assert deleted.status_code == 204, deleted.text
+        assert deleted.content == b""
+        assert_limited(deleted)
+        assert not blobs[0].exists()
+        for path in ("", "/status", "/transcript.txt", "/export"):
+            assert_error(client.get(f"/notes/v1/notes/{note_id}{path}"), 404, "not_found", "NOTE_NOT_FOUND")
+        listed = client.get("/notes/v1/notes", params={"external_id": "DELETE_ME"}).json()
+        assert (listed["data"], listed["meta"]["total"]) == ([], 0)
+        assert_error(client.post(f"/notes/v1/notes/{note_id}/retry"), 404, "not_found", "NOTE_NOT_FOUND")
+        # Deleting again, or a note that never was: 404.
+        assert_error(client.delete(f"/notes/v1/notes/{note_id}"), 404, "not_found", "NOTE_NOT_FOUND")
+        assert_error(client.delete(f"/notes/v1/notes/{SEED_NOTE_ID}"), 404, "not_found", "NOTE_NOT_FOUND")
+        assert_error(client.delete("/notes/v1/notes/not-a-uuid"), 400, "bad_request", "INVALID_NOTE_ID")
+    with api.client("b") as client_b:
+        assert_error(client_b.delete(f"/notes/v1/notes/{note_id}"), 404, "not_found", "NOTE_NOT_FOUND")
+
+    # Every service has removed what it held (transcription and notegen learn of it by event).
+    deadline = time.monotonic() + 30
+    while (rows := _rows_of(api.system, note_id)) != dict.fromkeys(rows, 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert rows == dict.fromkeys(rows, 0), rows
+
+
 # -- tenancy -----------------------------------------------------------------------------------
 
 
@@ -615,12 +677,21 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_status(api, tmp_
             if client.get(f"/notes/v1/notes/{api.notes['rex']}/follow-up").status_code == 200:
                 break
             time.sleep(0.2)
+        # DELETE gets a note of its own: deleting the real notes would leave the other routes only 404s.
+        # It can succeed once only; every later case answers 404, which is not missing test data.
+        doomed = upload(client, make_silence(tmp_path / "doomed.wav", 2), name="Doomed")
+        assert doomed.status_code == 201, doomed.text
     config = "\n".join(
         [
             "[parameters]",
             f'"path.note_id" = "{api.notes["rex"]}"',
             f'"body.note_id" = "{api.notes["silent"]}"',
             f'"body.id" = "{section["id"]}"',
+            "",
+            "[[operations]]",
+            'include-name = "DELETE /notes/v1/notes/{note_id}"',
+            f'parameters = {{ "path.note_id" = "{doomed.json()["data"]["id"]}" }}',
+            "warnings = false",
             "",
         ]
     )

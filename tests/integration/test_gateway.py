@@ -161,6 +161,8 @@ async def test_openapi_documents_the_error_envelope(gateway):
     upload_responses = spec["paths"]["/notes/v1/notes"]["post"]["responses"]
     assert upload_responses["413"]["content"]["application/json"]["schema"] == envelope
     assert "404" in spec["paths"]["/notes/v1/notes/{note_id}"]["get"]["responses"]
+    deletion = spec["paths"]["/notes/v1/notes/{note_id}"]["delete"]["responses"]
+    assert {"204", "403", "404"} <= set(deletion) and "content" not in deletion["204"]
     assert "422" in spec["paths"]["/notes/v1/notes/{note_id}/transcript.txt"]["get"]["responses"]
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     upload = spec["paths"]["/notes/v1/notes"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
@@ -330,6 +332,38 @@ async def test_another_tenants_note_is_403(gateway, tone):
     _assert_error(response, 403, "forbidden", "NOTE_ACCESS_DENIED")
     listed = (await client.get("/notes/v1/notes", headers={"X-API-KEY": other})).json()
     assert listed == {"data": [], "meta": {"total": 0, "page": 1, "limit": 10, "total_pages": 0}}
+
+
+async def test_delete_answers_204_removes_the_audio_and_then_every_read_is_404(gateway, tone, tmp_path_factory):
+    app, client = gateway
+    note_id = (await _upload(client, tone, name="Rex")).json()["data"]["id"]
+    # The backends' ingestion keeps its blobs under this session's temporary folder.
+    audio = [p for p in tmp_path_factory.getbasetemp().rglob("*") if p.is_file() and note_id in p.parts]
+    assert len(audio) == 1
+    tenant = f"clinic-{uuid.uuid4().hex[:8]}"
+    await app.state.key_store.ensure_tenant(tenant, "Clinic B")
+    other, _ = await app.state.key_store.create_key(tenant, Role.ADMIN)
+    viewer, _ = await app.state.key_store.create_key("default", Role.VIEWER)
+    _assert_error(await client.delete(f"/notes/v1/notes/{note_id}", headers={"X-API-KEY": other}),
+                  403, "forbidden", "NOTE_ACCESS_DENIED")
+    _assert_error(await client.delete(f"/notes/v1/notes/{note_id}", headers={"X-API-KEY": viewer}),
+                  403, "forbidden", "INSUFFICIENT_ROLE")
+    assert audio[0].exists()
+
+    deleted = await client.delete(f"/notes/v1/notes/{note_id}", headers=AUTH)
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert "x-ratelimit-remaining-minute" in deleted.headers
+    assert not audio[0].exists() and not audio[0].parent.exists()
+    for suffix in ("", "/status", "/transcript.txt"):
+        _assert_error(await client.get(f"/notes/v1/notes/{note_id}{suffix}", headers=AUTH),
+                      404, "not_found", "NOTE_NOT_FOUND")
+    listed = (await client.get("/notes/v1/notes", headers=AUTH, params={"name": "Rex", "limit": 100})).json()
+    assert note_id not in [n["id"] for n in listed["data"]]
+    # A second DELETE, or one of a note that never existed, is 404.
+    for unknown in (note_id, str(uuid.uuid4())):
+        _assert_error(await client.delete(f"/notes/v1/notes/{unknown}", headers=AUTH), 404, "not_found",
+                      "NOTE_NOT_FOUND")
+    _assert_error(await client.delete("/notes/v1/notes/nope", headers=AUTH), 400, "bad_request", "INVALID_NOTE_ID")
 
 
 async def test_list_filters_and_paginates(gateway, tone):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from common.events import decode, topic_for
 from common.grpc_errors import from_rpc_error
@@ -17,10 +18,11 @@ from scribe.ingestion.v1 import ingestion_pb2 as pb
 from scribe.ingestion.v1 import ingestion_pb2_grpc
 from scribe.types.v1 import types_pb2 as types
 from services.ingestion.config import IngestionSettings
-from services.ingestion.models import UploadRow
+from services.ingestion.models import MESSAGING, UploadRow
 from services.ingestion.server import build_service
 from tests.support.audio import write_tone
 from tests.support.events import collect, publish
+from tests.support.s3 import blob_location, s3_endpoint  # noqa: F401 (s3_endpoint: a fixture)
 
 
 @pytest.fixture
@@ -212,3 +214,111 @@ async def test_a_started_transcription_marks_the_note_processing(ingestion, brok
     await publish(broker, topic_prefix, ev.TranscriptionStarted(run=upload.run), tenant_id="tenant-a",
                   note_id=upload.note_id)
     await _wait_status(stub, upload.note_id, types.NOTE_STATUS_PROCESSING)
+
+
+# -- deletion ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["local", "s3"])
+async def deleting_ingestion(request, tmp_path: Path, broker: str, database_url: str, topic_prefix: str):
+    """Ingestion over a local blob folder or a bucket of the local S3 server."""
+    endpoint = request.getfixturevalue("s3_endpoint") if request.param == "s3" else None
+    settings = IngestionSettings(
+        **blob_location(request.param, tmp_path, endpoint),
+        database_url=database_url,
+        kafka_bootstrap=broker,
+        topic_prefix=topic_prefix,
+        max_upload_bytes=200_000,
+        shutdown_grace_s=5,
+    )
+    service = await build_service(settings)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.runtime.port}")
+    yield service, ingestion_pb2_grpc.IngestionServiceStub(channel)
+    await channel.close()
+    await service.runtime.shutdown("test over")
+
+
+async def _upload_row(service, note_id: str) -> UploadRow:
+    async with service.handlers.session_maker() as session:
+        row = await session.get(UploadRow, note_id)
+    assert row is not None
+    return row
+
+
+async def test_delete_removes_the_audio_keeps_a_tombstone_and_announces_it_once(
+    deleting_ingestion, broker, topic_prefix, tmp_path
+):
+    service, stub = deleting_ingestion
+    blobs = service.handlers.blobs
+    data = write_tone(tmp_path / "tone.wav", seconds=2).read_bytes()
+    upload = (await stub.UploadAudio(_requests(data))).upload
+    kept = (await stub.UploadAudio(_requests(data))).upload
+    note_id = upload.note_id
+    assert await blobs.exists(upload.audio.blob_key)
+
+    # Another tenant can neither delete it nor learn more than that it is not theirs.
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stub.DeleteNote(pb.DeleteNoteRequest(tenant_id="tenant-b", note_id=note_id))
+    assert from_rpc_error(denied.value).code == "NOTE_ACCESS_DENIED"
+    assert await blobs.exists(upload.audio.blob_key)
+
+    deleted = await stub.DeleteNote(pb.DeleteNoteRequest(tenant_id="tenant-a", note_id=note_id))
+    assert (deleted.note_id, deleted.audio_removed) == (note_id, True)
+    assert not await blobs.exists(upload.audio.blob_key)
+    assert await blobs.exists(kept.audio.blob_key)
+    row = await _upload_row(service, note_id)
+    assert (row.status, row.blob_pending_delete, row.name, row.external_id, row.metadata_items, row.filename) == (
+        "deleted", False, "", "", [], ""
+    )
+    async with service.handlers.session_maker() as session:  # AudioIngested (name, metadata) is gone
+        outbox = MESSAGING.outbox
+        kinds = (await session.scalars(select(outbox.c.topic).where(outbox.c.message_key == note_id))).all()
+    assert kinds == [topic_for(ev.NoteDeleted, topic_prefix)]
+
+    # Deleted means gone for every RPC, and a second deletion changes nothing.
+    for call in (stub.GetUpload(pb.GetUploadRequest(tenant_id="tenant-a", note_id=note_id)),
+                 stub.RequestRetry(pb.RequestRetryRequest(tenant_id="tenant-a", note_id=note_id)),
+                 stub.DeleteNote(pb.DeleteNoteRequest(tenant_id="tenant-a", note_id=note_id))):
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await call
+        assert (gone.value.code(), from_rpc_error(gone.value).code) == (grpc.StatusCode.NOT_FOUND, "NOTE_NOT_FOUND")
+    events = await collect(broker, topic_prefix, ev.NoteDeleted, at_least=2, timeout_s=2)  # one, not two
+    assert [(e.envelope.note_id, e.envelope.tenant_id) for e in events] == [(note_id, "tenant-a")]
+
+    # A terminal event still in flight for the deleted note does not bring it back.
+    await publish(broker, topic_prefix, ev.NoteGenerated(run=upload.run), tenant_id="tenant-a", note_id=note_id)
+    await publish(broker, topic_prefix, ev.NoteGenerated(run=kept.run), tenant_id="tenant-a", note_id=kept.note_id)
+    await _wait_status(stub, kept.note_id, types.NOTE_STATUS_COMPLETED)
+    assert (await _upload_row(service, note_id)).status == "deleted"
+
+
+async def test_audio_a_failing_store_kept_is_removed_by_the_sweep(ingestion, tmp_path, caplog):
+    service, stub, _ = ingestion
+    handlers = service.handlers
+    data = write_tone(tmp_path / "tone.wav", seconds=2).read_bytes()
+    upload = (await stub.UploadAudio(_requests(data))).upload
+    real_delete = handlers.blobs.delete
+
+    async def unreachable(key: str) -> None:
+        raise ConnectionError("store down: http://user:secret@s3.example")
+
+    handlers.blobs.delete = unreachable
+    deleted = await stub.DeleteNote(pb.DeleteNoteRequest(tenant_id="tenant-a", note_id=upload.note_id))
+    assert not deleted.audio_removed  # the note is deleted all the same
+    row = await _upload_row(service, upload.note_id)
+    assert (row.status, row.blob_pending_delete, row.blob_delete_attempts) == ("deleted", True, 1)
+    assert await handlers.blobs.exists(upload.audio.blob_key)
+    assert "secret" not in caplog.text
+
+    # Backing off: a pass right after the failure leaves it; one after the back-off removes it.
+    assert await handlers.sweep_deleted_blobs_once() == 0
+    handlers.blobs.delete = real_delete
+    async with handlers.session_maker() as session, session.begin():
+        await session.execute(
+            update(UploadRow).where(UploadRow.note_id == upload.note_id)
+            .values(last_driven_at=row.last_driven_at - dt.timedelta(hours=1))
+        )
+    assert await handlers.sweep_deleted_blobs_once() == 1
+    assert not await handlers.blobs.exists(upload.audio.blob_key)
+    assert not (await _upload_row(service, upload.note_id)).blob_pending_delete
+    assert await handlers.sweep_deleted_blobs_once() == 0

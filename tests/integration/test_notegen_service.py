@@ -19,7 +19,7 @@ from scribe.notegen.v1 import notegen_pb2 as pb
 from scribe.notegen.v1 import notegen_pb2_grpc
 from scribe.types.v1 import types_pb2 as types
 from services.notegen.config import NotegenSettings
-from services.notegen.models import GenerationRow, SectionEditRow, SectionRow, section_uuid
+from services.notegen.models import MESSAGING, GenerationRow, SectionEditRow, SectionRow, section_uuid
 from services.notegen.server import MIGRATIONS, build_service
 from tests.support.events import collect, publish
 
@@ -354,3 +354,51 @@ async def test_regenerate_from_the_stored_transcript_is_a_new_revision(notegen, 
     ]:
         status, code, _ = await rejected(stub.RegenerateNote(request))
         assert (status, code) == expected
+
+
+async def test_a_deleted_note_s_generations_and_edits_go_and_its_late_transcripts_are_ignored(
+    notegen, broker, topic_prefix
+):
+    service, stub = notegen
+    note_id, kept_id = str(uuid.uuid4()), str(uuid.uuid4())
+    _, note = await generate_run(broker, topic_prefix, note_id, LINES)
+    section = by_label(note.sections)["plan"]
+    await stub.UpdateSection(pb.UpdateSectionRequest(tenant_id="t1", section_id=section.id, content="Rest."))
+    consumer = service.messaging.consumers[0]
+
+    async def rows(model, of: str) -> int:
+        async with service.handlers.session_maker() as session:
+            return await session.scalar(select(func.count()).select_from(model).where(model.note_id == of))
+
+    await publish(broker, topic_prefix, ev.NoteDeleted(deleted_at=timestamp(utcnow())), tenant_id="t1",
+                  note_id=note_id)
+    for _ in range(400):
+        if await rows(GenerationRow, note_id) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert [await rows(model, note_id) for model in (GenerationRow, SectionRow, SectionEditRow)] == [0, 0, 0]
+    async with service.handlers.session_maker() as session:  # nor its events' payloads in the outbox
+        outbox = MESSAGING.outbox
+        assert await session.scalar(select(func.count()).where(outbox.c.message_key == note_id)) == 0
+
+    # A run's transcript still in flight when the note was deleted writes nothing and announces nothing.
+    applied = consumer.applied_total
+    late_run = types.RunRef(run_id=str(uuid.uuid4()), attempt=2, requested_at=timestamp(utcnow()))
+    await publish(broker, topic_prefix, ev.TranscriptionCompleted(run=late_run, transcript=transcript(LINES)),
+                  tenant_id="t1", note_id=note_id)
+    await generate_run(broker, topic_prefix, kept_id, LINES, attempt=2)  # another note still works
+    for _ in range(400):
+        if consumer.applied_total >= applied + 2:
+            break
+        await asyncio.sleep(0.05)
+    assert consumer.applied_total >= applied + 2
+    assert await rows(GenerationRow, note_id) == 0
+    announced = await collect(broker, topic_prefix, ev.NoteGenerated, at_least=3, timeout_s=3)
+    assert sorted(e.envelope.note_id for e in announced) == sorted([note_id, kept_id])
+
+    with pytest.raises(grpc.aio.AioRpcError) as edit:
+        await stub.UpdateSection(pb.UpdateSectionRequest(tenant_id="t1", section_id=section.id, content="x"))
+    assert from_rpc_error(edit.value).code == "SECTION_NOT_FOUND"
+    with pytest.raises(grpc.aio.AioRpcError) as regenerate:
+        await stub.RegenerateNote(pb.RegenerateNoteRequest(tenant_id="t1", note_id=note_id))
+    assert from_rpc_error(regenerate.value).code == "NOTE_NOT_FOUND"

@@ -551,3 +551,45 @@ async def test_unknown_note_is_not_found_within_the_bound_when_ingestion_is_down
             await publisher.stop()
             await channel.close()
             await query.runtime.shutdown("test over")
+
+
+# -- deletion ------------------------------------------------------------------------------------
+
+
+async def _gone(stack: Stack, tenant_id: str, note_id: str) -> None:
+    for call in (stack.stub.GetNote(pb.GetNoteRequest(tenant_id=tenant_id, note_id=note_id)),
+                 stack.stub.GetNoteStatus(pb.GetNoteStatusRequest(tenant_id=tenant_id, note_id=note_id))):
+        status, code, _ = await _rpc_error(call)
+        assert (status, code) == (grpc.StatusCode.NOT_FOUND, "NOTE_NOT_FOUND")
+
+
+async def test_a_deleted_note_is_gone_and_its_late_events_never_bring_it_back(stack: Stack, tenant: str):
+    story, kept, early = NoteStory(tenant), NoteStory(tenant, name="Thor"), NoteStory(tenant, name="Bidu")
+    deleted = ev.NoteDeleted(deleted_at=timestamp(dt.datetime.now(dt.UTC)))
+    await _publish(stack, story, story.ingested(), story.started())
+    await _publish(stack, kept, kept.ingested())
+    await _note_when(stack, story, lambda n: n.status == PROCESSING)
+    await _note_when(stack, kept, lambda n: n.status == PENDING)
+
+    await _publish(stack, story, deleted)
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        try:
+            await stack.stub.GetNoteStatus(pb.GetNoteStatusRequest(tenant_id=tenant, note_id=story.note_id))
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the deletion was never projected"
+        await asyncio.sleep(0.05)
+
+    # The run that was going finishes after the deletion; a re-drive repeats the upload; the
+    # deletion comes again. A note deleted before any of its events arrived never shows either.
+    late = await _publish(stack, story, story.transcribed(), story.generated(), story.ingested(), deleted)
+    late += await _publish(stack, early, deleted, early.ingested(), early.started(), early.generated())
+    await wait_consumed(stack.broker, stack.group, [record for _, record in late])
+    for note in (story, early):
+        await _gone(stack, tenant, note.note_id)
+        await _gone(stack, "tenant-other", note.note_id)
+    listed = await stack.stub.ListNotes(pb.ListNotesRequest(tenant_id=tenant))
+    assert [(n.note_id, n.status) for n in listed.notes] == [(kept.note_id, PENDING)]
+    assert listed.total == 1

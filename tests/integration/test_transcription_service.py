@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 import wave
 from pathlib import Path
@@ -21,7 +23,8 @@ from scribe.transcription.v1 import transcription_pb2 as pb
 from scribe.transcription.v1 import transcription_pb2_grpc
 from scribe.types.v1 import types_pb2 as types
 from services.transcription.config import TranscriptionSettings
-from services.transcription.models import JobRow
+from services.transcription.engine import TranscriptionCancelled
+from services.transcription.models import MESSAGING, JobRow
 from services.transcription.server import build_service, load_engine
 from tests.support.blobs import put_audio_file
 from tests.support.events import collect, publish
@@ -234,3 +237,52 @@ async def test_stored_audio_is_read_decrypted_and_a_foreign_key_fails_clearly(
     failed = await collect(broker, topic_prefix, ev.TranscriptionFailed, at_least=1)
     assert failed[0].payload.failure.code == "AUDIO_UNREADABLE"
     assert not list(service.handlers.blobs.staging_dir().iterdir())  # no decrypted copy left behind
+
+
+async def test_a_deleted_note_s_running_job_stops_publishes_nothing_and_stays_gone(
+    transcription, broker, topic_prefix, speech, monkeypatch
+):
+    service, stub, _ = transcription
+    handlers = service.handlers
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+
+    def until_stopped(path, language, on_segment, should_stop, *args, **kwargs):
+        """A transcription that runs until it is told to stop (what the engine does between segments)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if should_stop():
+                loop.call_soon_threadsafe(stopped.set)
+                raise TranscriptionCancelled()
+            time.sleep(0.02)
+        raise AssertionError("never told to stop")
+
+    monkeypatch.setattr(handlers, "_transcribe", until_stopped)
+    note_id = str(uuid.uuid4())
+    blob_key = f"t1/{note_id}/audio.wav"
+    await put_audio_file(handlers.blobs, blob_key, speech)
+    event = ingested(blob_key)
+    await publish(broker, topic_prefix, event, tenant_id="t1", note_id=note_id)
+    await collect(broker, topic_prefix, ev.TranscriptionStarted, at_least=1)
+
+    await publish(broker, topic_prefix, ev.NoteDeleted(deleted_at=timestamp(utcnow())), tenant_id="t1",
+                  note_id=note_id)
+    await asyncio.wait_for(stopped.wait(), 30)
+
+    # The same run asked for again (a re-drive) after the deletion queues nothing.
+    main_consumer = next(c for c in service.messaging.consumers if ev.AudioIngested in c.handlers)
+    await publish(broker, topic_prefix, event, tenant_id="t1", note_id=note_id)
+    for _ in range(400):
+        if main_consumer.applied_total >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert main_consumer.applied_total >= 2
+    async with handlers.session_maker() as session:
+        assert await session.scalar(select(func.count()).where(JobRow.note_id == note_id)) == 0
+        outbox = MESSAGING.outbox  # TranscriptionStarted and the like: gone with the note
+        assert await session.scalar(select(func.count()).where(outbox.c.message_key == note_id)) == 0
+    for outcome in (ev.TranscriptionCompleted, ev.TranscriptionFailed):
+        assert await collect(broker, topic_prefix, outcome, at_least=1, timeout_s=1) == []
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.GetTranscript(pb.GetTranscriptRequest(tenant_id="t1", note_id=note_id))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -414,3 +414,28 @@ class FollowUpWritten(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FollowUpWritten: _TypeAlias = FollowUpWritten  # noqa: Y015
+
+@_typing.final
+class NoteDeleted(_message.Message):
+    """A note was deleted (ingestion, on a client's request): every service removes what it holds of it
+    and keeps only a tombstone, so that the note's events still in flight are ignored. Consumers must
+    apply it whatever came before and ignore any later event of the note.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deleted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        deleted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted_at", b"deleted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_at", b"deleted_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoteDeleted: _TypeAlias = NoteDeleted  # noqa: Y015

@@ -382,3 +382,52 @@ class RequestRetryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestRetryResponse: _TypeAlias = RequestRetryResponse  # noqa: Y015
+
+@_typing.final
+class DeleteNoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    NOTE_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    note_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        note_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note_id", b"note_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteNoteRequest: _TypeAlias = DeleteNoteRequest  # noqa: Y015
+
+@_typing.final
+class DeleteNoteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTE_ID_FIELD_NUMBER: _builtins.int
+    DELETED_AT_FIELD_NUMBER: _builtins.int
+    AUDIO_REMOVED_FIELD_NUMBER: _builtins.int
+    note_id: _builtins.str
+    audio_removed: _builtins.bool
+    """False when the audio object could not be removed yet; ingestion retries until it is gone."""
+    @_builtins.property
+    def deleted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        note_id: _builtins.str = ...,
+        deleted_at: _timestamp_pb2.Timestamp | None = ...,
+        audio_removed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted_at", b"deleted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_removed", b"audio_removed", "deleted_at", b"deleted_at", "note_id", b"note_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteNoteResponse: _TypeAlias = DeleteNoteResponse  # noqa: Y015

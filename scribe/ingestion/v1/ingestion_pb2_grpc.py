@@ -59,6 +59,11 @@ class IngestionServiceStub:
                 request_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileRequest.SerializeToString,
                 response_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileResponse.FromString,
                 _registered_method=True)
+        self.DeleteNote = channel.unary_unary(
+                '/scribe.ingestion.v1.IngestionService/DeleteNote',
+                request_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.DeleteNoteRequest.SerializeToString,
+                response_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.DeleteNoteResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -108,6 +113,15 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteNote(self, request, context):
+        """Delete a note: its upload is marked deleted (a tombstone, no personal data kept), its audio
+        object removed from the blob store, and NoteDeleted published so every service removes its
+        data. NOT_FOUND for an unknown or already deleted note, PERMISSION_DENIED for another tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +149,11 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.ProcessFile,
                     request_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileRequest.FromString,
                     response_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileResponse.SerializeToString,
+            ),
+            'DeleteNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNote,
+                    request_deserializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.DeleteNoteRequest.FromString,
+                    response_serializer=scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.DeleteNoteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +291,33 @@ class IngestionService:
             '/scribe.ingestion.v1.IngestionService/ProcessFile',
             scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileRequest.SerializeToString,
             scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.ProcessFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scribe.ingestion.v1.IngestionService/DeleteNote',
+            scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.DeleteNoteRequest.SerializeToString,
+            scribe_dot_ingestion_dot_v1_dot_ingestion__pb2.DeleteNoteResponse.FromString,
             options,
             channel_credentials,
             insecure,

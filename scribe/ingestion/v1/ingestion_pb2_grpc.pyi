@@ -54,6 +54,11 @@ class IngestionServiceStub:
     event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
     user has no such file.
     """
+    DeleteNote: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.DeleteNoteRequest, _ingestion_pb2.DeleteNoteResponse]
+    """Delete a note: its upload is marked deleted (a tombstone, no personal data kept), its audio
+    object removed from the blob store, and NoteDeleted published so every service removes its
+    data. NOT_FOUND for an unknown or already deleted note, PERMISSION_DENIED for another tenant's.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -80,6 +85,11 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Start processing a stored file: a new note from its audio, committed with its AudioIngested
     event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
     user has no such file.
+    """
+    DeleteNote: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.DeleteNoteRequest, _ingestion_pb2.DeleteNoteResponse]  # type: ignore[assignment]
+    """Delete a note: its upload is marked deleted (a tombstone, no personal data kept), its audio
+    object removed from the blob store, and NoteDeleted published so every service removes its
+    data. NOT_FOUND for an unknown or already deleted note, PERMISSION_DENIED for another tenant's.
     """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -134,6 +144,17 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Start processing a stored file: a new note from its audio, committed with its AudioIngested
         event in one transaction (nothing half-created). NOT_FOUND FILE_NOT_FOUND when the tenant's
         user has no such file.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteNote(
+        self,
+        request: _ingestion_pb2.DeleteNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.DeleteNoteResponse, _abc.Awaitable[_ingestion_pb2.DeleteNoteResponse]]:
+        """Delete a note: its upload is marked deleted (a tombstone, no personal data kept), its audio
+        object removed from the blob store, and NoteDeleted published so every service removes its
+        data. NOT_FOUND for an unknown or already deleted note, PERMISSION_DENIED for another tenant's.
         """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,22 @@
+"""tombstones of deleted notes
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from alembic import op
+
+from common.tombstones import TABLE_NAME, create_tombstone_table
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_tombstone_table(op)
+
+
+def downgrade() -> None:
+    op.drop_table(TABLE_NAME)
