@@ -39,7 +39,7 @@ from common.tombstones import forget_note_events
 from scribe.events.v1 import events_pb2 as ev
 from scribe.ingestion.v1 import ingestion_pb2 as pb
 from scribe.types.v1 import types_pb2 as types
-from services.ingestion.audio import ACCEPTED_FORMATS, NotAudio, probe_audio
+from services.ingestion.audio import ACCEPTED_FORMATS, AudioProbe, NotAudio, probe_audio
 from services.ingestion.config import IngestionSettings
 from services.ingestion.models import StoredFileRow, UploadRow
 
@@ -136,19 +136,7 @@ class IngestionHandlers:
                 earlier = await self._same_request(metadata.tenant_id, client_request_id, digest)
                 if earlier is not None:
                     return earlier, True
-            if size == 0:
-                raise _invalid_audio("The audio file is empty", metadata.content_type)
-            try:
-                probe = await asyncio.to_thread(probe_audio, staged)
-            except NotAudio as exc:
-                raise _invalid_audio(f"Invalid audio format: {exc}", metadata.content_type) from None
-            if probe.duration_ms > self.settings.max_duration_s * 1000:
-                raise ServiceError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "AUDIO_TOO_LONG",
-                    f"The recording is longer than {int(self.settings.max_duration_s)} seconds",
-                    {"max_duration_s": self.settings.max_duration_s, "duration_s": probe.duration_ms / 1000},
-                )
+            probe = await self._check_audio(staged, size, metadata.content_type)
             now = utcnow()
             note_id = str(uuid.uuid4())
             row = UploadRow(
@@ -258,6 +246,23 @@ class IngestionHandlers:
         if len(metadata.note.metadata) > 100:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR", "metadata has over 100 items")
 
+    async def _check_audio(self, staged: Path, size: int, content_type: str) -> AudioProbe:
+        """The staged file is audio of an accepted length: its probe, or INVALID_ARGUMENT."""
+        if size == 0:
+            raise _invalid_audio("The audio file is empty", content_type)
+        try:
+            probe = await asyncio.to_thread(probe_audio, staged)
+        except NotAudio as exc:
+            raise _invalid_audio(f"Invalid audio format: {exc}", content_type) from None
+        if probe.duration_ms > self.settings.max_duration_s * 1000:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "AUDIO_TOO_LONG",
+                f"The recording is longer than {int(self.settings.max_duration_s)} seconds",
+                {"max_duration_s": self.settings.max_duration_s, "duration_s": probe.duration_ms / 1000},
+            )
+        return probe
+
     async def _stage(self, chunks: AsyncIterator[bytes], staged: Path) -> tuple[int, str]:
         digest = hashlib.sha256()
         size = 0
@@ -288,19 +293,7 @@ class IngestionHandlers:
         blob_key: str | None = None
         try:
             size, sha256 = await self._stage(chunks, staged)
-            if size == 0:
-                raise _invalid_audio("The audio file is empty", metadata.content_type)
-            try:
-                probe = await asyncio.to_thread(probe_audio, staged)
-            except NotAudio as exc:
-                raise _invalid_audio(f"Invalid audio format: {exc}", metadata.content_type) from None
-            if probe.duration_ms > self.settings.max_duration_s * 1000:
-                raise ServiceError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "AUDIO_TOO_LONG",
-                    f"The recording is longer than {int(self.settings.max_duration_s)} seconds",
-                    {"max_duration_s": self.settings.max_duration_s, "duration_s": probe.duration_ms / 1000},
-                )
+            probe = await self._check_audio(staged, size, metadata.content_type)
             file_id = str(uuid.uuid4())
             row = StoredFileRow(
                 file_id=file_id,

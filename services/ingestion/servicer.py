@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -18,42 +19,16 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
 
     async def UploadAudio(self, request_iterator: AsyncIterator[pb.UploadAudioRequest], context) -> pb.UploadAudioResponse:
         try:
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("content") != "metadata":
-                raise ServiceError(
-                    grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "the first message must carry the metadata"
-                )
-
-            async def chunks() -> AsyncIterator[bytes]:
-                async for message in request_iterator:
-                    if message.WhichOneof("content") != "chunk":
-                        raise ServiceError(
-                            grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "metadata may only come first"
-                        )
-                    yield message.chunk
-
-            upload, replayed = await self.handlers.upload(first.metadata, chunks())
+            metadata, chunks = await _metadata_then_chunks(request_iterator)
+            upload, replayed = await self.handlers.upload(metadata, chunks)
         except ServiceError as exc:
             await abort(context, exc)
         return pb.UploadAudioResponse(upload=upload, replayed=replayed)
 
     async def StoreFile(self, request_iterator: AsyncIterator[pb.StoreFileRequest], context) -> pb.StoreFileResponse:
         try:
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("content") != "metadata":
-                raise ServiceError(
-                    grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "the first message must carry the metadata"
-                )
-
-            async def chunks() -> AsyncIterator[bytes]:
-                async for message in request_iterator:
-                    if message.WhichOneof("content") != "chunk":
-                        raise ServiceError(
-                            grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "metadata may only come first"
-                        )
-                    yield message.chunk
-
-            stored = await self.handlers.store_file(first.metadata, chunks())
+            metadata, chunks = await _metadata_then_chunks(request_iterator)
+            stored = await self.handlers.store_file(metadata, chunks)
         except ServiceError as exc:
             await abort(context, exc)
         return pb.StoreFileResponse(file=stored)
@@ -90,3 +65,19 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             return await self.handlers.delete_note(request.tenant_id, request.note_id)
         except ServiceError as exc:
             await abort(context, exc)
+
+
+async def _metadata_then_chunks(requests: AsyncIterator[Any]) -> tuple[Any, AsyncIterator[bytes]]:
+    """A client stream of one ``metadata`` message then ``chunk`` messages (UploadAudio,
+    StoreFile): the metadata, and the chunks as they arrive. INVALID_ARGUMENT otherwise."""
+    first = await anext(aiter(requests), None)
+    if first is None or first.WhichOneof("content") != "metadata":
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "the first message must carry the metadata")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for message in requests:
+            if message.WhichOneof("content") != "chunk":
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "metadata may only come first")
+            yield message.chunk
+
+    return first.metadata, chunks()
