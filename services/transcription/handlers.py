@@ -258,6 +258,9 @@ class TranscriptionHandlers:
                         await asyncio.wait_for(self._changed.wait(), 2.0)
                 continue
             self._active.add(job.run_id)
+            # The queue has room again: the consumer may take the next event for another worker
+            # now, not when this job ends (short recordings ran one at a time without this).
+            await self._notify()
             try:
                 with (
                     tracer().start_as_current_span(
