@@ -192,25 +192,19 @@ def run_pipeline(items: list[Item], model_dir: Path, data_dir: Path, env: dict[s
             # system first, so that every consumer group has joined the broker (a few seconds on
             # tansu) before the clock starts. The model itself is not warmed by this any more than
             # at the service's start.
-            with open(items[0].path, "rb") as handle:
-                warm = client.post(
-                    "/notes/v1/notes",
-                    files={"audio": (items[0].path.name, handle, "application/octet-stream")},
-                    data={"name": "warm-up", "language": items[0].language},
-                )
-            warm.raise_for_status()
-            wait_terminal(client, warm.json()["data"]["id"], timeout_s=600)
-            started = time.perf_counter()
-            ids = []
-            for item in items:
+            def upload(item: Item, name: str) -> str:
                 with open(item.path, "rb") as handle:
                     response = client.post(
                         "/notes/v1/notes",
                         files={"audio": (item.path.name, handle, "application/octet-stream")},
-                        data={"name": item.name, "language": item.language},
+                        data={"name": name, "language": item.language},
                     )
                 response.raise_for_status()
-                ids.append(response.json()["data"]["id"])
+                return response.json()["data"]["id"]
+
+            wait_terminal(client, upload(items[0], "warm-up"), timeout_s=600)
+            started = time.perf_counter()
+            ids = [upload(item, item.name) for item in items]
             statuses = [wait_terminal(client, note_id, timeout_s=7200) for note_id in ids]
             wall = time.perf_counter() - started
             transcripts, failures = [], []

@@ -408,15 +408,10 @@ class NoteProjection:
                 raise PermanentError("event tenant does not match the note's tenant")
             await session.delete(row)
         # Webhook bodies of the note (an async transcript holds its text) and their attempt log.
-        deliveries = select(WebhookDeliveryRow.id).where(
-            WebhookDeliveryRow.request_id == envelope.note_id, WebhookDeliveryRow.tenant_id == envelope.tenant_id
-        )
+        of_note = (WebhookDeliveryRow.request_id == envelope.note_id, WebhookDeliveryRow.tenant_id == envelope.tenant_id)
+        deliveries = select(WebhookDeliveryRow.id).where(*of_note)
         await session.execute(delete(WebhookAttemptRow).where(WebhookAttemptRow.delivery_id.in_(deliveries)))
-        await session.execute(
-            delete(WebhookDeliveryRow).where(
-                WebhookDeliveryRow.request_id == envelope.note_id, WebhookDeliveryRow.tenant_id == envelope.tenant_id
-            )
-        )
+        await session.execute(delete(WebhookDeliveryRow).where(*of_note))
         await record_deletion(session, DELETED_NOTES, envelope.note_id, envelope.tenant_id)
         log.info("note deleted from the read model")
 
